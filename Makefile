@@ -1,0 +1,55 @@
+# normlab: every target that needs the environment depends on the install stamp,
+# so `make test` / `make train` / `make ablation` work on a fresh clone with no step before.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch. Skipped when the venv already has a torch (e.g. your CUDA build):
+# create $(VENV) with it first, or run `make install TORCH=` to install nothing for torch.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.normlab-installed
+ARGS ?=
+
+export WANDB_MODE ?= offline
+
+.PHONY: help install data train test test-all lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c 'import torch' 2>/dev/null; then \
+		echo "keeping the installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m normlab.data.fetch fashion_mnist
+	@touch $@
+
+install: $(STAMP) ## venv + torch (CPU wheel unless one is installed) + normlab[dev] + data
+
+data: $(STAMP) ## Fashion-MNIST: Debian's package where apt works, else a checksummed download
+	$(PY) -m normlab.data.fetch fashion_mnist
+
+train: $(STAMP) ## train the default config (ARGS="norm=none activation=relu ...")
+	$(PY) -m normlab.train $(ARGS)
+
+test: $(STAMP) ## the test suite (fast tests; slow ones: make test-all)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP) ## every test, including the slow science checks
+	$(PY) -m pytest -q -m ''
+
+lint: $(STAMP) ## ruff lint + format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: $(STAMP) ## ruff format + autofix
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+clean: ## caches and the install stamp (outputs/, data/ and .venv are kept)
+	rm -rf .pytest_cache .ruff_cache build src/*.egg-info $(STAMP)
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

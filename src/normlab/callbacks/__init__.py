@@ -1,0 +1,1 @@
+"""Lightning callbacks: checkpointing, early stopping, and the instruments."""

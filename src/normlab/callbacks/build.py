@@ -1,0 +1,20 @@
+"""Callbacks a run needs, from the `callbacks` and `regularizer` groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+
+def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
+    """Checkpoint (last.ckpt at every validation) and early stopping when asked."""
+    callbacks: list[Callback] = []
+    if cfg.callbacks.checkpoint:
+        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last",
+                                         save_top_k=1, monitor=None, enable_version_counter=False))
+    stopping = cfg.regularizer.get("early_stopping")
+    if stopping is not None:
+        callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode,
+                                       patience=stopping.patience, min_delta=stopping.min_delta))
+    return callbacks

@@ -1,0 +1,1 @@
+"""Typed config schemas, their registration in Hydra's ConfigStore, and validation."""

@@ -1,0 +1,323 @@
+"""Dataclass schemas for every config group.
+
+Registered in Hydra's ConfigStore as the first entry of `conf/train.yaml`'s defaults list,
+so OmegaConf rejects a wrong type or an unknown key at composition time, naming the key.
+Numeric ranges live in each field's metadata (`ge`, `gt`, `lt`, `le`) and are enforced by
+`normlab.config.validate` before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+def bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value must satisfy `bounds` (ge/gt/le/lt)."""
+    return field(default=default, metadata=bounds)
+
+
+class DatasetName(str, Enum):
+    fashion_mnist = "fashion_mnist"
+    mnist = "mnist"
+    digits = "digits"
+    mnist1d = "mnist1d"
+    synthetic = "synthetic"
+
+
+class Preprocess(str, Enum):
+    none = "none"
+    scale = "scale"
+    standardize = "standardize"
+    whiten = "whiten"
+
+
+class ModelName(str, Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class NormName(str, Enum):
+    batch = "batch"
+    layer = "layer"
+    group = "group"
+    none = "none"
+
+
+class Placement(str, Enum):
+    before_activation = "before_activation"
+    after_activation = "after_activation"
+
+
+class ActivationName(str, Enum):
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    relu = "relu"
+    leaky_relu = "leaky_relu"
+    elu = "elu"
+    gelu = "gelu"
+    identity = "identity"
+
+
+class Interval(str, Enum):
+    step = "step"
+    epoch = "epoch"
+
+
+class ClipAlgorithm(str, Enum):
+    norm = "norm"
+    value = "value"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are split, scaled and batched."""
+
+    name: DatasetName = MISSING
+    root: str | None = None  # folder holding the raw files; null = the dataset's default places
+    batch_size: int = bounded(60, ge=1)  # global training batch (split across DDP ranks)
+    eval_batch_size: int = bounded(1000, ge=1)
+    val_size: int = bounded(5000, ge=1)  # held out from the training set with split_seed
+    train_size: int | None = bounded(None, ge=1)  # subsample the training set (quick runs)
+    test_size: int | None = bounded(None, ge=1)  # subsample the test set (quick runs)
+    split_seed: int = 0  # fixed across run seeds: every seed sees the same split
+    preprocess: Preprocess = Preprocess.scale
+    per_feature: bool = False  # standardize per input feature instead of one global mean/std
+    zca_epsilon: float = bounded(0.1, gt=0)  # added to eigenvalues before ZCA whitening
+    num_samples: int | None = bounded(None, ge=10)  # generated sets: synthetic, mnist1d
+    num_features: int | None = bounded(None, ge=1)  # synthetic only
+    num_classes: int | None = bounded(None, ge=2)  # synthetic only
+    download: bool = True  # mnist: fetch the official files (checksummed) when missing
+    mirror: str | None = None  # mnist: a mirror URL tried before the official ones
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture; norm, activation and init come from their own groups."""
+
+    name: ModelName = MISSING
+    depth: int = bounded(3, ge=1)  # hidden layers (mlp) or conv blocks (cnn)
+    width: int = bounded(100, ge=1)  # hidden units (mlp) or channels of the first block (cnn)
+    input_norm: bool = False  # batch norm on the raw input ("BN as the first layer")
+
+
+@dataclass
+class NormConfig:
+    """The normalization layer in every hidden block."""
+
+    name: NormName = MISSING
+    momentum: float = bounded(0.1, ge=0, le=1)  # running-stat update (PyTorch 0.1 = Keras 0.99)
+    eps: float = bounded(1e-5, gt=0)
+    affine: bool = True  # learned gamma and beta
+    num_groups: int = bounded(1, ge=1)  # group norm: must divide the width / channels
+    placement: Placement = Placement.before_activation
+    linear_bias: bool | None = None  # null: dropped exactly when batch norm follows the linear
+    sync: bool = True  # multi-device runs: all-reduce batch statistics across ranks
+
+
+@dataclass
+class ActivationConfig:
+    """The hidden non-linearity."""
+
+    name: ActivationName = MISSING
+    negative_slope: float = bounded(0.01, ge=0)  # leaky_relu
+    alpha: float = bounded(1.0, gt=0)  # elu
+
+
+@dataclass
+class InitConfig:
+    """Weight and bias initializers: `_partial_` callables on a tensor, or null (PyTorch's)."""
+
+    weight: Any = None
+    bias: Any = None
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule: a `_partial_` LR scheduler (null = constant) and its cadence."""
+
+    schedule: Any = None
+    interval: Interval = Interval.epoch
+    frequency: int = bounded(1, ge=1)
+
+
+@dataclass
+class L2Config:
+    """Penalty (strength / 2m) * sum ||W||^2 added to the loss; m = batch size."""
+
+    strength: float = bounded(0.1, ge=0)
+
+
+@dataclass
+class L1Config:
+    """Penalty (strength / m) * sum |W| added to the loss; m = batch size."""
+
+    strength: float = bounded(0.01, ge=0)
+
+
+@dataclass
+class WeightDecayConfig:
+    """Decoupled weight decay: w <- w - lr * value * w before each optimizer step."""
+
+    value: float = bounded(1e-4, ge=0)
+    decay_norm_and_bias: bool = False  # biases and norm gains/shifts are not decayed by default
+
+
+@dataclass
+class DropoutConfig:
+    """Inverted dropout after every hidden activation (p = drop probability)."""
+
+    p: float = bounded(0.2, ge=0, lt=1)
+
+
+@dataclass
+class DropConnectConfig:
+    """DropConnect on hidden weights (p = drop probability), inverted scaling."""
+
+    p: float = bounded(0.2, ge=0, lt=1)
+
+
+@dataclass
+class LabelSmoothingConfig:
+    value: float = bounded(0.1, ge=0, lt=1)
+
+
+@dataclass
+class GradClipConfig:
+    algorithm: ClipAlgorithm = ClipAlgorithm.norm
+    value: float = bounded(1.0, gt=0)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "val/acc"
+    mode: str = "max"
+    patience: int = bounded(5, ge=1)  # validation checks without improvement
+    min_delta: float = bounded(0.0, ge=0)
+
+
+@dataclass
+class AugmentConfig:
+    """Random shifts (up to max_shift pixels) and horizontal flips of training images."""
+
+    max_shift: int = bounded(2, ge=0)
+    hflip: bool = True
+
+
+@dataclass
+class RegularizerConfig:
+    """Any subset of regularizers; an option is on when its entry is present."""
+
+    l2: L2Config | None = None
+    l1: L1Config | None = None
+    weight_decay: WeightDecayConfig | None = None
+    dropout: DropoutConfig | None = None
+    dropconnect: DropConnectConfig | None = None
+    label_smoothing: LabelSmoothingConfig | None = None
+    grad_clip: GradClipConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    augment: AugmentConfig | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of `pytorch_lightning.Trainer`, one to one."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = bounded(1, ge=1)
+    precision: Any = "32-true"
+    max_steps: int = bounded(3000, ge=-1)
+    max_epochs: int = bounded(-1, ge=-1)
+    val_check_interval: int = bounded(500, ge=1)  # validation every N optimizer steps
+    check_val_every_n_epoch: int | None = None  # null: count val_check_interval across epochs
+    log_every_n_steps: int = bounded(50, ge=1)
+    num_sanity_val_steps: int = 0
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+    deterministic: bool = False
+    benchmark: bool | None = None
+
+
+@dataclass
+class WandbConfig:
+    project: str = "normlab"
+    entity: str | None = None
+    mode: WandbMode = WandbMode.offline  # offline: no login, no network; `wandb sync` later
+    group: str | None = None  # null: the experiment name
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True  # metrics.csv in the run folder
+    wandb: WandbConfig | None = None
+
+
+@dataclass
+class InstrumentsConfig:
+    """Probe-batch statistics of activations, gradients and norm layers (issue 3)."""
+
+    every_n_steps: int = bounded(100, ge=1)
+    probe_size: int = bounded(1000, ge=2)
+    typical_unit: int = bounded(0, ge=0)
+    saturation_margin: float = bounded(0.05, gt=0, lt=0.5)
+    histograms: bool = True
+    shift: Any = None
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: bool = True  # last.ckpt in <run>/checkpoints (stores the config)
+    instruments: InstrumentsConfig | None = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optimizer: Any = MISSING
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    name: str = "default"  # experiment name: W&B group and sweep folder
+    tags: list[str] = field(default_factory=list)
+    seed: int = bounded(0, ge=0)  # 0 is a seed like any other
+    seed_init: int | None = bounded(None, ge=0)  # null: derived from seed
+    seed_data: int | None = bounded(None, ge=0)  # null: derived from seed (batch order, dropout)
+    threads: int | None = bounded(None, ge=1)  # null: cores / parallel jobs
+    compile: bool = False  # torch.compile the network
+
+
+def register_schemas() -> None:
+    """Store the schema so `conf/train.yaml` can name it in its defaults list."""
+    ConfigStore.instance().store(name="normlab_schema", node=TrainConfig)

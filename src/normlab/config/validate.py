@@ -1,0 +1,132 @@
+"""Checks that types alone cannot express, run on the composed config before anything is built.
+
+Each failure raises `ConfigError` with one line: the key, the value, what is wrong, the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from normlab.config.errors import ConfigError
+from normlab.config.schema import TrainConfig
+
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b,
+               "le": lambda v, b: v <= b, "lt": lambda v, b: v < b}
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def check_bounds(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") -> None:
+    """Enforce the ge/gt/le/lt bounds declared in the schema's field metadata."""
+    hints = typing.get_type_hints(schema)
+    for schema_field in dataclasses.fields(schema):
+        value = cfg.get(schema_field.name)
+        key = f"{prefix}{schema_field.name}"
+        nested = _dataclass_of(hints[schema_field.name])
+        if nested is not None and isinstance(value, DictConfig):
+            check_bounds(value, nested, key + ".")
+            continue
+        if value is None:
+            continue
+        for bound, limit in schema_field.metadata.items():
+            if not _BOUND_TEST[bound](value, limit):
+                raise ConfigError(f"{key}={value}: must be {_BOUND_TEXT[bound]} {limit}")
+
+
+def _reason(exc: BaseException) -> str:
+    while exc.__cause__ is not None:  # hydra wraps the real error in InstantiationException
+        exc = exc.__cause__
+    return str(exc).strip().splitlines()[-1]
+
+
+def _dummy_parameter() -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.zeros(2, 2))
+
+
+def check_optimizer(optimizer_cfg: DictConfig) -> None:
+    """The optimizer config names a class that accepts its arguments, with sane values."""
+    if not isinstance(optimizer_cfg, DictConfig) or "_target_" not in optimizer_cfg:
+        raise ConfigError("optimizer: no _target_; pick one with optimizer=sgd|momentum|nesterov|"
+                          "rmsprop|adam|adamw or add a YAML file with a _target_")
+    rules = {"lr": (lambda v: v > 0, "> 0"), "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "weight_decay": (lambda v: v >= 0, ">= 0"), "eps": (lambda v: v > 0, "> 0")}
+    for key, (test, text) in rules.items():
+        if key not in optimizer_cfg:
+            continue
+        value = optimizer_cfg[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"optimizer.{key}={value!r}: must be a number")
+        if not test(value):
+            raise ConfigError(f"optimizer.{key}={value}: must be {text}")
+    try:
+        instantiate(optimizer_cfg)([_dummy_parameter()])
+    except Exception as exc:
+        raise ConfigError(f"optimizer ({optimizer_cfg._target_}): {_reason(exc)}") from None
+
+
+def check_scheduler(cfg: DictConfig) -> None:
+    """The schedule builds on a real optimizer."""
+    schedule = cfg.scheduler.schedule
+    if schedule is None:
+        return
+    try:
+        instantiate(schedule)(torch.optim.SGD([_dummy_parameter()], lr=0.1))
+    except Exception as exc:
+        raise ConfigError(f"scheduler.schedule ({schedule.get('_target_')}): {_reason(exc)}") from None
+
+
+def check_init(init_cfg: DictConfig) -> None:
+    """Both initializers accept a weight-shaped tensor."""
+    for part in ("weight", "bias"):
+        spec = init_cfg.get(part)
+        if spec is None:
+            continue
+        try:
+            instantiate(spec)(torch.empty(4, 4) if part == "weight" else torch.empty(4))
+        except Exception as exc:
+            raise ConfigError(f"init.{part} ({spec.get('_target_')}): {_reason(exc)}") from None
+
+
+def check_norm(cfg: DictConfig) -> None:
+    """Group counts divide every hidden width; batch norm sees at least 2 examples per device."""
+    from normlab.models.build import hidden_widths
+
+    norm = cfg.norm
+    if norm.name == "group":
+        widths = sorted(set(hidden_widths(cfg.model)))
+        bad = [w for w in widths if w % norm.num_groups]
+        if bad:
+            divisors = [d for d in range(2, bad[0] + 1) if all(w % d == 0 for w in widths)][:6]
+            raise ConfigError(
+                f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]} "
+                f"(model.width={cfg.model.width}); pick a divisor, e.g. one of {divisors}")
+    if norm.name == "batch":
+        devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+        per_device = cfg.data.batch_size // max(1, devices * cfg.trainer.num_nodes)
+        if per_device < 2:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size}: batch norm needs at least 2 "
+                              "examples per device; raise data.batch_size or use norm=group|layer")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Run every check; the first failure raises ConfigError."""
+    check_bounds(cfg)
+    check_norm(cfg)
+    check_optimizer(cfg.optimizer)
+    check_scheduler(cfg)
+    check_init(cfg.init)
+    if cfg.trainer.max_steps == -1 and cfg.trainer.max_epochs == -1:
+        raise ConfigError("trainer.max_steps=-1 and trainer.max_epochs=-1: set a budget "
+                          "(e.g. trainer.max_steps=3000)")

@@ -1,0 +1,1 @@
+"""The LightningModule: loss, regularizers, optimizer and schedule around a network."""

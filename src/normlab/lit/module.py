@@ -1,0 +1,117 @@
+"""ClassifierModule: cross-entropy + penalties, metrics, optimizer groups and LR schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from normlab.lit.regularizers import (
+    WeightPenalty,
+    apply_decoupled_decay,
+    parameter_groups,
+    weight_matrices,
+)
+
+
+class ClassifierModule(pl.LightningModule):
+    """Trains `model` on (x, y) batches; logs train/*, val/*, val/acc_best and test/*.
+
+    Training metrics are accumulated in an on-device buffer and logged every
+    `trainer.log_every_n_steps` steps, so no step pays a host sync or a metric object update.
+    """
+
+    def __init__(self, model: nn.Module, optimizer_factory: Callable, num_classes: int, *,
+                 schedule_factory: Callable | None = None, schedule_interval: str = "epoch",
+                 schedule_frequency: int = 1, label_smoothing: float = 0.0,
+                 penalty: WeightPenalty | None = None, weight_decay: float = 0.0,
+                 decay_norm_and_bias: bool = False, augment: nn.Module | None = None,
+                 config: dict[str, Any] | None = None):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.schedule_factory = optimizer_factory, schedule_factory
+        self.schedule_interval, self.schedule_frequency = schedule_interval, schedule_frequency
+        self.label_smoothing = label_smoothing
+        self.penalty = penalty if penalty is not None and penalty.active else None
+        self.weight_decay, self.decay_norm_and_bias = weight_decay, decay_norm_and_bias
+        self.augment = augment
+        self.config = config or {}
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # a resumed run remembers its best
+        # loss sum, correct count, example count since the last logged step
+        self.register_buffer("train_sums", torch.zeros(3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.augment is not None:
+            x = self.augment(x)
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        objective = loss if self.penalty is None else loss + self.penalty(weight_matrices(self.model), len(y))
+        with torch.no_grad():
+            self.train_sums[0] += loss.detach() * len(y)
+            self.train_sums[1] += (logits.argmax(dim=1) == y).sum()
+            self.train_sums[2] += len(y)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self._log_train_window()
+        return objective
+
+    def _log_train_window(self) -> None:
+        loss_sum, correct, count = self.train_sums
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict({"train/loss": loss_sum / count, "train/acc": correct / count,
+                       "train/lr": float(lr)}, on_step=True, on_epoch=False, batch_size=1)
+        self.train_sums.zero_()
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self.model(x)
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
+        acc_metric.update(logits, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc_best.update(acc)
+        self.log_dict({"val/loss": self.val_loss.compute(), "val/acc": acc,
+                       "val/acc_best": self.val_acc_best.compute()})
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()})
+        self.test_loss.reset()
+        self.test_acc.reset()
+
+    def configure_optimizers(self):
+        groups = parameter_groups(self.model, self.weight_decay, self.decay_norm_and_bias)
+        optimizer = self.optimizer_factory(groups)
+        if self.schedule_factory is None:
+            return optimizer
+        scheduler = {"scheduler": self.schedule_factory(optimizer),
+                     "interval": self.schedule_interval, "frequency": self.schedule_frequency}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.weight_decay:
+            apply_decoupled_decay(optimizer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["normlab_config"] = self.config  # a checkpoint names the config that made it

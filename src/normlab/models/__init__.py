@@ -1,0 +1,1 @@
+"""Networks built from string-keyed factories for norm, activation and initialization."""

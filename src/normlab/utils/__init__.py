@@ -1,0 +1,1 @@
+"""Run-folder utilities: seeds, threads, provenance, atomic result files, loggers."""

@@ -1,0 +1,32 @@
+"""Metric loggers of a run: CSV (metrics.csv in the run folder) and W&B (offline by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+
+def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: list[str],
+                  config: dict[str, Any]) -> list[Logger]:
+    """The loggers the `logger` group asks for, all writing into `run_dir`."""
+    loggers: list[Logger] = []
+    if logger_cfg.csv:
+        # name="" and version="" put metrics.csv directly in the run folder
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+    wandb_cfg = logger_cfg.wandb
+    if wandb_cfg is not None and wandb_cfg.mode != "disabled":
+        loggers.append(WandbLogger(
+            name=run_name, save_dir=str(run_dir), project=wandb_cfg.project,
+            entity=wandb_cfg.entity, group=wandb_cfg.group or group,
+            tags=[*tags, *wandb_cfg.tags], mode=str(wandb_cfg.mode), config=config,
+            log_model=wandb_cfg.log_model, reinit="finish_previous"))
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
+    """Close the W&B run so the next job of a multirun starts a run of its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)

@@ -1,0 +1,68 @@
+"""provenance.json: everything needed to tell how a run folder was produced."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from normlab.utils.files import write_json_atomic, write_text_atomic
+
+PACKAGES = ("normlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics",
+            "wandb", "numpy")
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that decide a run's numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description() -> str:
+    """The accelerator (GPU name) or the CPU."""
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def write_provenance(run_dir: Path, repo_dir: Path, threads: int, seeds: dict[str, int]) -> dict:
+    """Write provenance.json (and git_diff.patch when the tree is dirty); return the record."""
+    commit = _git(repo_dir, "rev-parse", "HEAD")
+    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
+    dirty = bool(status and status.strip())
+    if dirty:
+        write_text_atomic(run_dir / "git_diff.patch", _git(repo_dir, "diff", "HEAD") or "")
+    record = {
+        "git_commit": commit.strip() if commit else None,
+        "git_dirty": dirty if status is not None else None,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "device": device_description(),
+        "torch_threads": threads,
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seeds": seeds,
+    }
+    write_json_atomic(run_dir / "provenance.json", record)
+    return record

@@ -1,0 +1,58 @@
+"""Shared fixtures: compose the real configs (no mocks) and train on tiny budgets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from normlab.paths import CONFIG_DIR, REPO_DIR  # noqa: E402
+from normlab.train import train  # noqa: E402  (registers the schema and the uid resolver)
+
+TINY = ["data=synthetic", "trainer=debug"]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data cache (generated MNIST-1D etc.) for the whole session."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def compose_cfg(tmp_path, data_dir):
+    """compose_cfg(*overrides) -> the composed `train` config, outputs under tmp_path."""
+
+    def _compose(*overrides: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            return compose("train", overrides=[
+                f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def run_training(compose_cfg, tmp_path):
+    """run_training(*overrides) -> (result dict, run folder) of a real training run."""
+
+    def _run(*overrides: str, run_dir: Path | None = None, config_dir: Path = CONFIG_DIR):
+        cfg = compose_cfg(*overrides, config_dir=config_dir)
+        folder = run_dir or tmp_path / "run"
+        return train(cfg, folder), folder
+
+    return _run
+
+
+@pytest.fixture
+def cli_env(tmp_path, data_dir) -> dict[str, str]:
+    """Environment for `python -m normlab.*` subprocesses: outputs in tmp, W&B offline."""
+    env = dict(os.environ, NORMLAB_ROOT=str(tmp_path), WANDB_MODE="offline", WANDB_SILENT="true",
+               PYTHONPATH=str(REPO_DIR / "src"))
+    return env

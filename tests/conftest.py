@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from normlab.paths import CONFIG_DIR, REPO_DIR  # noqa: E402
-from normlab.train import train  # noqa: E402  (registers the schema and the uid resolver)
+import normlab.train  # noqa: E402, F401  (registers the schema and the uid resolver)
+from normlab.pipeline import train  # noqa: E402
 
 TINY = ["data=synthetic", "trainer=debug"]
 

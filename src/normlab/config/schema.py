@@ -268,16 +268,42 @@ class LoggerConfig:
     wandb: WandbConfig | None = None
 
 
+class ShiftKind(str, Enum):
+    brightness = "brightness"
+    contrast = "contrast"
+    noise = "noise"
+
+
+@dataclass
+class ShiftConfig:
+    """A shifted copy of the test set: does a model trained with batch statistics generalize?"""
+
+    kind: ShiftKind = ShiftKind.brightness
+    # brightness: add amount * (test-set std); contrast: scale each example's deviations from
+    # its own mean by amount (1 = unchanged); noise: add Gaussian noise of std amount * (test std)
+    amount: float = bounded(1.0, ge=0)
+
+
 @dataclass
 class InstrumentsConfig:
     """Probe-batch statistics of activations, gradients and norm layers (issue 3)."""
 
-    every_n_steps: int = bounded(100, ge=1)
-    probe_size: int = bounded(1000, ge=2)
-    typical_unit: int = bounded(0, ge=0)
-    saturation_margin: float = bounded(0.05, gt=0, lt=0.5)
-    histograms: bool = True
-    shift: Any = None
+    every_n_steps: int = bounded(100, ge=1)  # record at optimizer steps 0, N, 2N, ...
+    probe_size: int = bounded(1000, ge=2)  # the first examples of the validation split
+    typical_unit: int = bounded(0, ge=0)  # the unit (channel) of the act/<layer>/unit/* stats
+    saturation_margin: float = bounded(0.05, gt=0, lt=0.5)  # output this close to an asymptote
+    histograms: bool = True  # pre-activation histograms (W&B only)
+    shift: ShiftConfig | None = field(default_factory=ShiftConfig)  # null: no shifted test
+
+
+@dataclass
+class GradcheckConfig:
+    """`python -m normlab.gradcheck`: back-propagation against centred finite differences."""
+
+    tolerance: float = bounded(1e-6, gt=0)  # worst relative error allowed in any tensor
+    epsilon: float = bounded(1e-6, gt=0)  # finite-difference step (float64)
+    batch_size: int = bounded(8, ge=2)  # first training examples (batch norm needs 2)
+    max_entries: int | None = bounded(32, ge=1)  # random entries checked per tensor; null: all
 
 
 @dataclass
@@ -309,6 +335,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    gradcheck: GradcheckConfig = field(default_factory=GradcheckConfig)  # gradcheck command only
     name: str = "default"  # experiment name: W&B group and sweep folder
     tags: list[str] = field(default_factory=list)
     seed: int = bounded(0, ge=0)  # 0 is a seed like any other

@@ -32,9 +32,11 @@ def check_bounds(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") 
     """Enforce the ge/gt/le/lt bounds declared in the schema's field metadata."""
     hints = typing.get_type_hints(schema)
     for schema_field in dataclasses.fields(schema):
+        nested = _dataclass_of(hints[schema_field.name])
+        if nested is None and not schema_field.metadata:
+            continue  # nothing to check; reading it could resolve e.g. ${hydra:...} paths
         value = cfg.get(schema_field.name)
         key = f"{prefix}{schema_field.name}"
-        nested = _dataclass_of(hints[schema_field.name])
         if nested is not None and isinstance(value, DictConfig):
             check_bounds(value, nested, key + ".")
             continue

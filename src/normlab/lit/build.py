@@ -27,7 +27,7 @@ def build_module(cfg, network: nn.Module, num_classes: int, input_shape: tuple[i
     return ClassifierModule(
         network, instantiate(cfg.optimizer), num_classes,
         schedule_factory=instantiate(schedule) if schedule is not None else None,
-        schedule_interval=str(cfg.scheduler.interval), schedule_frequency=cfg.scheduler.frequency,
+        schedule_interval=cfg.scheduler.interval.value, schedule_frequency=cfg.scheduler.frequency,
         label_smoothing=reg.label_smoothing.value if reg.get("label_smoothing") else 0.0,
         penalty=WeightPenalty(l2=reg.l2.strength if reg.get("l2") else 0.0,
                               l1=reg.l1.strength if reg.get("l1") else 0.0),

@@ -16,12 +16,14 @@ def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: li
         # name="" and version="" put metrics.csv directly in the run folder
         loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
     wandb_cfg = logger_cfg.wandb
-    if wandb_cfg is not None and wandb_cfg.mode != "disabled":
+    if wandb_cfg is not None and wandb_cfg.mode.value != "disabled":
         loggers.append(WandbLogger(
             name=run_name, save_dir=str(run_dir), project=wandb_cfg.project,
             entity=wandb_cfg.entity, group=wandb_cfg.group or group,
-            tags=[*tags, *wandb_cfg.tags], mode=str(wandb_cfg.mode), config=config,
+            tags=[*tags, *wandb_cfg.tags], mode=wandb_cfg.mode.value, config=config,
             log_model=wandb_cfg.log_model, reinit="finish_previous"))
+        # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
+        loggers[-1]._wandb_init.pop("anonymous", None)
     return loggers
 
 

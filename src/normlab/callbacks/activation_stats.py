@@ -1,0 +1,81 @@
+"""Statistics of one hidden layer on the probe batch: pre-activation distribution, saturation,
+dead units and unit symmetry. Pure tensor functions; every result stays on the device."""
+
+from __future__ import annotations
+
+import torch
+
+from normlab.models.activations import RECTIFIED
+
+PERCENTILES = (15, 50, 85)  # the BatchNorm paper's Figure 1(b, c)
+ASYMPTOTES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}  # where the gradient vanishes
+
+
+def units_last(values: torch.Tensor) -> torch.Tensor:
+    """(samples, units): MLP (N, U) as is; CNN (N, C, H, W) -> (N*H*W, C), a channel is a unit."""
+    if values.dim() == 2:
+        return values
+    return values.movedim(1, -1).reshape(-1, values.shape[1])
+
+
+def percentiles(values: torch.Tensor, qs: tuple[float, ...] = PERCENTILES) -> torch.Tensor:
+    """Percentiles `qs` (0..100) of all entries, interpolated linearly like numpy's default.
+
+    Selection (kthvalue) instead of a sort, and no size limit unlike `torch.quantile`.
+    """
+    flat = values.reshape(-1)
+    last = flat.numel() - 1
+    results = []
+    for q in qs:
+        position = q / 100 * last
+        low = int(position)
+        high = min(low + 1, last)
+        below = flat.kthvalue(low + 1).values
+        above = flat.kthvalue(high + 1).values if high != low else below
+        results.append(below + (above - below) * (position - low))
+    return torch.stack(results)
+
+
+def distribution(values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """mean, std and the 15th / 50th / 85th percentiles of all entries of `values`."""
+    stats = {"mean": values.mean(), "std": values.std()}
+    for q, value in zip(PERCENTILES, percentiles(values), strict=True):
+        stats[f"p{q}"] = value
+    return stats
+
+
+def saturated_share(output: torch.Tensor, activation: str, margin: float) -> torch.Tensor:
+    """Share of (example, unit) outputs within `margin` of an asymptote of a sigmoid or tanh."""
+    low, high = ASYMPTOTES[activation]
+    return ((output < low + margin) | (output > high - margin)).float().mean()
+
+
+def dead_share(preactivation: torch.Tensor) -> torch.Tensor:
+    """Share of units whose input is <= 0 for every probe example (zero ReLU output throughout)."""
+    return (units_last(preactivation) <= 0).all(dim=0).float().mean()
+
+
+def unit_symmetry(output: torch.Tensor) -> torch.Tensor:
+    """Share of the layer's output variance carried by the average unit.
+
+    1: all units compute the same function on the probe batch (symmetry never broken);
+    about 1/units for independent units. A constant layer counts as symmetric.
+    """
+    per_sample = units_last(output).double()
+    total = per_sample.var(unbiased=False)
+    shared = per_sample.mean(dim=1).var(unbiased=False)
+    return torch.where(total > 0, shared / total.clamp_min(1e-300), 1.0).float()
+
+
+def layer_metrics(preactivation: torch.Tensor, output: torch.Tensor, *, activation: str,
+                  typical_unit: int, margin: float) -> dict[str, torch.Tensor]:
+    """All probe metrics of one layer, keyed by their name below the layer (e.g. `unit/p15`)."""
+    metrics = {f"act/{name}": value for name, value in distribution(preactivation).items()}
+    unit = units_last(preactivation)[:, typical_unit]
+    metrics.update({f"act/unit/{name}": value for name, value in distribution(unit).items()})
+    if activation in ASYMPTOTES:
+        metrics["sat"] = saturated_share(output, activation, margin)
+    if activation in RECTIFIED:
+        metrics["dead"] = dead_share(preactivation)
+    metrics["sym"] = unit_symmetry(output)
+    return metrics

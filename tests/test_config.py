@@ -1,0 +1,101 @@
+"""Config composition: every option composes, mistakes fail early with the key's name."""
+
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from normlab.config.errors import ConfigError
+from normlab.config.precheck import compose_checked, first_cell
+from normlab.config.validate import validate
+from normlab.models.build import build_model
+from normlab.paths import CONFIG_DIR
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group, read from conf/ (so the tests follow the folder)."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_has_the_documented_options():
+    assert options("norm") == ["batch", "group", "layer", "none"]
+    assert options("activation") == ["elu", "gelu", "identity", "leaky_relu", "relu", "sigmoid", "tanh"]
+    assert set(options("init")) >= {"default", "zeros", "constant", "normal", "uniform", "xavier_uniform",
+                                     "xavier_normal", "lecun_normal", "he_uniform", "he_normal", "orthogonal"}
+    assert set(options("optimizer")) >= {"sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"}
+    assert set(options("scheduler")) >= {"none", "inverse_time", "exponential", "inverse_sqrt", "step", "cosine"}
+    assert set(options("data")) == {"fashion_mnist", "mnist", "digits", "mnist1d", "synthetic"}
+
+
+def test_every_norm_activation_init_combination_composes_and_builds(compose_cfg):
+    combos = list(itertools.product(options("norm"), options("activation"), options("init")))
+    assert len(combos) >= 4 * 7 * 11
+    for norm, activation, init in combos:
+        cfg = compose_cfg(f"norm={norm}", f"activation={activation}", f"init={init}")
+        validate(cfg)
+        assert (cfg.norm.name, cfg.activation.name) == (norm, activation)
+        model = build_model(cfg, (1, 28, 28), 10)
+        assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_seed_zero_is_a_seed(compose_cfg):
+    from normlab.utils.seeding import run_seeds
+
+    zero, one = run_seeds(compose_cfg("seed=0")), run_seeds(compose_cfg("seed=1"))
+    assert zero != one and zero.init != zero.data
+    assert run_seeds(compose_cfg("seed=5", "seed_init=0")).init == 0
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    (["norm=foo"], "norm/foo"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["optimizer.lr=abc"], "optimizer.lr"),
+    (["regularizer=[dropout]", "regularizer.dropout.p=1.0"], "regularizer.dropout.p"),
+    (["norm=group", "norm.num_groups=7"], "norm.num_groups"),
+    (["norm.momentum=abc"], "norm.momentum"),
+    (["norm.bogus=1"], "norm.bogus"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["optimizer=adam", "optimizer.betas=[0.9,1.5]"], "optimizer"),
+    (["optimizer.nonsense=3"], "nonsense"),
+])
+def test_invalid_config_fails_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as caught:
+        compose_checked(str(CONFIG_DIR), "train", override)
+    message = str(caught.value)
+    assert key in message and "\n" not in message
+
+
+def test_multirun_is_checked_on_its_first_cell():
+    assert first_cell(["seed=0,1,2", "norm=batch,none", "hydra/launcher=basic", "+x=1"]) == [
+        "seed=0", "norm=batch", "+x=1"]
+    with pytest.raises(ConfigError, match="norm.num_groups"):
+        compose_checked(str(CONFIG_DIR), "train", ["norm=group", "norm.num_groups=7,10"])
+
+
+def test_new_optimizer_is_one_yaml_file(tmp_path, run_training):
+    config_dir = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, config_dir)
+    (config_dir / "optimizer" / "adagrad.yaml").write_text(
+        "_target_: torch.optim.Adagrad\n_partial_: true\nlr: 0.05\n")
+    result, run_dir = run_training(*TINY, "optimizer=adagrad", config_dir=config_dir)
+    assert result["status"] == "completed"
+    assert "torch.optim.Adagrad" in (run_dir / "config.yaml").read_text()
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(run_training, tmp_path):
+    from normlab.data.errors import DataError
+
+    with pytest.raises(DataError, match="make data"):
+        run_training("trainer=debug", f"data.root={tmp_path / 'empty'}")
+
+
+def test_readme_option_table_matches_conf():
+    readme = (Path(CONFIG_DIR).parent / "README.md").read_text()
+    for group in ("data", "model", "norm", "activation", "init", "optimizer", "scheduler",
+                  "regularizer", "trainer", "logger", "callbacks"):
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None)
+        assert row is not None, f"README lacks a table row for {group}"
+        listed = {cell.strip(" `") for cell in row.split("|")[3].split(",")}
+        assert listed == set(options(group)), group

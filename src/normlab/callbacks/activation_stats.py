@@ -67,15 +67,15 @@ def unit_symmetry(output: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, shared / total.clamp_min(1e-300), 1.0).float()
 
 
-def layer_metrics(preactivation: torch.Tensor, output: torch.Tensor, *, activation: str,
-                  typical_unit: int, margin: float) -> dict[str, torch.Tensor]:
-    """All probe metrics of one layer, keyed by their name below the layer (e.g. `unit/p15`)."""
-    metrics = {f"act/{name}": value for name, value in distribution(preactivation).items()}
+def layer_metrics(layer: str, preactivation: torch.Tensor, output: torch.Tensor, *,
+                  activation: str, typical_unit: int, margin: float) -> dict[str, torch.Tensor]:
+    """All probe metrics of one layer under their logged names (`act/layer3/p15`, `sat/layer3`)."""
+    metrics = {f"act/{layer}/{name}": value for name, value in distribution(preactivation).items()}
     unit = units_last(preactivation)[:, typical_unit]
-    metrics.update({f"act/unit/{name}": value for name, value in distribution(unit).items()})
+    metrics.update({f"act/{layer}/unit/{name}": value for name, value in distribution(unit).items()})
     if activation in ASYMPTOTES:
-        metrics["sat"] = saturated_share(output, activation, margin)
+        metrics[f"sat/{layer}"] = saturated_share(output, activation, margin)
     if activation in RECTIFIED:
-        metrics["dead"] = dead_share(preactivation)
-    metrics["sym"] = unit_symmetry(output)
+        metrics[f"dead/{layer}"] = dead_share(preactivation)
+    metrics[f"sym/{layer}"] = unit_symmetry(output)
     return metrics

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from normlab.callbacks.instruments import Instruments
+
 
 def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation) and early stopping when asked."""
+    """Checkpoint (last.ckpt at every validation), early stopping and instruments when asked."""
     callbacks: list[Callback] = []
     if cfg.callbacks.checkpoint:
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last",
@@ -17,4 +19,6 @@ def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
     if stopping is not None:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode,
                                        patience=stopping.patience, min_delta=stopping.min_delta))
+    if cfg.callbacks.instruments is not None:
+        callbacks.append(Instruments(cfg.callbacks.instruments, cfg.activation.name))
     return callbacks

@@ -1,0 +1,115 @@
+"""Paper-style figures of a sweep (PNG). Each returns None when its metrics were not logged.
+
+Figures are built with matplotlib's object API (`Figure`, Agg canvas): no pyplot global
+state, no display needed, safe inside a running sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from normlab.analysis.tables import VAL_ACC, metric_table
+
+PERCENTILE = re.compile(r"^act/layer(\d+)/(unit_)?p(15|50|85)$")
+GRAD_NORM = re.compile(r"^grad/layer(\d+)/norm$")
+
+
+def _by_configuration(curves: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The curves of each configuration's cells, in job order; configurations without curves drop."""
+    groups = {}
+    for label, cells in runs.groupby("configuration", sort=False):
+        selected = curves[curves["cell"].isin(cells["cell"])]
+        if not selected.empty:
+            groups[label] = selected
+    return groups
+
+
+def _panels(count: int, title: str) -> tuple[Figure, list]:
+    """A figure with one panel per configuration (at most 4 a row)."""
+    columns = min(count, 4)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    for unused in axes[count:]:
+        unused.set_visible(False)
+    figure.suptitle(title)
+    return figure, list(axes[:count])
+
+
+def plot_val_accuracy(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+    """Validation accuracy against steps: mean over seeds, min-max band, a line per configuration."""
+    groups = _by_configuration(curves[curves["metric"] == VAL_ACC], runs)
+    if not groups:
+        return None
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    axis = figure.subplots()
+    for label, selected in groups.items():
+        table = metric_table(selected, VAL_ACC)
+        line = axis.plot(table.index, table.mean(axis=1), label=f"{label} (n={table.shape[1]})")
+        axis.fill_between(table.index, table.min(axis=1), table.max(axis=1),
+                          color=line[0].get_color(), alpha=0.2, linewidth=0)
+    axis.set(xlabel="steps", ylabel="validation accuracy",
+             title="Validation accuracy (mean over seeds, band: min-max)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    figure.savefig(path, dpi=120)
+    return Path(path)
+
+
+def last_layer_percentiles(metrics: set[str]) -> dict[str, str] | None:
+    """{"15": metric, "50": ..., "85": ...} of the deepest layer; per-unit names preferred."""
+    found: dict[tuple[int, bool], dict[str, str]] = {}
+    for metric in metrics:
+        match = PERCENTILE.match(metric)
+        if match:
+            found.setdefault((int(match[1]), bool(match[2])), {})[match[3]] = metric
+    complete = [key for key, names in found.items() if len(names) == 3]
+    return found[max(complete)] if complete else None
+
+
+def plot_activation_percentiles(curves: pd.DataFrame, runs: pd.DataFrame,
+                                path: Path) -> Path | None:
+    """15/50/85th percentiles of the last hidden layer's pre-activation, a panel per configuration."""
+    names = last_layer_percentiles(set(curves["metric"].unique()))
+    if names is None:
+        return None
+    groups = _by_configuration(curves[curves["metric"].isin(names.values())], runs)
+    layer = PERCENTILE.match(names["50"])
+    kind = "one typical unit" if layer[2] else "all units pooled"
+    figure, axes = _panels(len(groups), f"Input to the last hidden layer's activation "
+                                        f"(layer{layer[1]}, {kind}; mean over seeds)")
+    for axis, (label, selected) in zip(axes, groups.items(), strict=True):
+        for percentile, style in (("85", ":"), ("50", "-"), ("15", ":")):
+            table = metric_table(selected, names[percentile])
+            axis.plot(table.index, table.mean(axis=1), style, color="C0", label=f"p{percentile}")
+        axis.set(title=label, xlabel="steps", ylabel="pre-activation")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.savefig(path, dpi=120)
+    return Path(path)
+
+
+def plot_gradient_norms(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+    """Per-layer gradient norms against steps (log scale), a panel per configuration."""
+    metrics = sorted((m for m in curves["metric"].unique() if GRAD_NORM.match(m)),
+                     key=lambda m: int(GRAD_NORM.match(m)[1]))
+    if not metrics:
+        return None
+    groups = _by_configuration(curves[curves["metric"].isin(metrics)], runs)
+    figure, axes = _panels(len(groups), "Gradient norm per layer (mean over seeds)")
+    colors = [f"C{index % 10}" for index in range(len(metrics))]
+    for axis, (label, selected) in zip(axes, groups.items(), strict=True):
+        for metric, color in zip(metrics, colors, strict=True):
+            table = metric_table(selected, metric)
+            if not table.empty:
+                axis.plot(table.index, table.mean(axis=1), color=color, label=metric.split("/")[1])
+        axis.set(title=label, xlabel="steps", ylabel="gradient norm", yscale="log")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.savefig(path, dpi=120)
+    return Path(path)

@@ -1,0 +1,169 @@
+"""The instruments callback: why normalization helps, measured on a fixed probe batch.
+
+Every `every_n_steps` optimizer steps (steps 0, N, 2N, ...) it records, logged under that step:
+before the update, the probe batch's pre-activations, saturation, dead units, unit symmetry and
+batch-norm running-statistics gaps (model in eval mode, so the probe changes nothing); at the
+update, per-layer gradient and weight norms and the update-to-weight ratio. At test time it
+adds batch-norm and input-shift accuracies. Hooks exist only during a recording step's probe
+pass, and nothing is synchronized with the host at other steps.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+
+from normlab.callbacks.activation_stats import layer_metrics
+from normlab.callbacks.bn_diagnostics import batch_norm_layers, running_stat_gap, test_time_metrics
+from normlab.callbacks.grad_stats import gradient_metrics, layer_weights, snapshot, update_ratios
+from normlab.config.errors import ConfigError
+from normlab.config.schema import ActivationName
+from normlab.models.build import hidden_blocks
+
+HISTOGRAM_BINS = 64
+
+
+def network(pl_module: pl.LightningModule) -> nn.Module:
+    """The module's network; the original one when it was wrapped by torch.compile."""
+    return getattr(pl_module.model, "_orig_mod", pl_module.model)
+
+
+def probe_inputs(datamodule: pl.LightningDataModule, size: int) -> torch.Tensor:
+    """The first `size` validation inputs (fewer when the split is smaller)."""
+    inputs, count = [], 0
+    for x, _ in datamodule.val_dataloader():
+        inputs.append(x)
+        count += len(x)
+        if count >= size:
+            break
+    return torch.cat(inputs)[:size]
+
+
+class Instruments(Callback):
+    """Activation, gradient and batch-norm statistics every N steps; see the README's metric list."""
+
+    def __init__(self, cfg: Any, activation: str | ActivationName):
+        self.every_n_steps, self.probe_size = cfg.every_n_steps, cfg.probe_size
+        self.typical_unit, self.margin = cfg.typical_unit, cfg.saturation_margin
+        self.histograms, self.shift = cfg.histograms, cfg.shift
+        self.activation = ActivationName(activation).value
+        self.probe: torch.Tensor | None = None
+        self._step: int | None = None  # the step being recorded, from batch start to batch end
+        self._metrics: dict[str, torch.Tensor] = {}
+        self._hist: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._before: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.datamodule is None:
+            raise ConfigError("callbacks.instruments needs a datamodule for its probe batch")
+        self.probe = probe_inputs(trainer.datamodule, self.probe_size).to(pl_module.device)
+        widths = [block.transform.weight.shape[0] for block in hidden_blocks(network(pl_module)).values()]
+        if widths and self.typical_unit >= min(widths):
+            raise ConfigError(f"callbacks.instruments.typical_unit={self.typical_unit}: the "
+                              f"narrowest hidden layer has {min(widths)} units; pick a smaller one")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or self._step == step or not trainer.is_global_zero:
+            return
+        self._step = step
+        self._record_probe(network(pl_module), wandb_wanted=self.histograms and _wandb(trainer) is not None)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if self._step != trainer.global_step:
+            return
+        weights = layer_weights(network(pl_module))
+        self._metrics.update(gradient_metrics(weights))
+        self._before = snapshot(weights)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step is None or trainer.global_step == self._step:  # no optimizer step yet
+            return
+        if self._before:
+            self._metrics.update(update_ratios(layer_weights(network(pl_module)), self._before))
+        self._log(trainer, self._step)
+        self._step, self._metrics, self._hist, self._before = None, {}, {}, {}
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.test_dataloaders
+        loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+        limit = trainer.num_test_batches[0]
+        batches = list(islice(loader, int(limit) if limit != float("inf") else None))
+        if batches:
+            pl_module.log_dict(test_time_metrics(network(pl_module), batches, self.shift))
+
+    @torch.no_grad()
+    def _probe_pass(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Inputs of every hidden block's `act` and `norm` on the probe batch, in eval mode.
+
+        Keys: block name -> (act input, act output), and `norm:<name>` -> (norm input, output).
+        """
+        captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def capture(key: str):
+            def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+                captured[key] = (args[0], output)
+            return hook
+
+        handles = [block.act.register_forward_hook(capture(name))
+                   for name, block in hidden_blocks(model).items()]
+        handles += [norm.register_forward_hook(capture(f"norm:{name}"))
+                    for name, norm in batch_norm_layers(model).items()]
+        modes = {module: module.training for module in model.modules()}
+        model.eval()
+        try:
+            model(self.probe)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, training in modes.items():
+                module.training = training
+        return captured
+
+    @torch.no_grad()
+    def _record_probe(self, model: nn.Module, *, wandb_wanted: bool) -> None:
+        captured = self._probe_pass(model)
+        norms = batch_norm_layers(model)
+        for name, (preact, output) in captured.items():
+            if name.startswith("norm:"):
+                layer = name.removeprefix("norm:")
+                self._metrics.update(running_stat_gap(layer, norms[layer], preact))
+                continue
+            self._metrics.update(layer_metrics(name, preact, output, activation=self.activation,
+                                               typical_unit=self.typical_unit, margin=self.margin))
+            if wandb_wanted:
+                low, high = torch.stack([preact.min(), preact.max()]).tolist()
+                counts = torch.histc(preact.float(), HISTOGRAM_BINS, low, high)
+                self._hist[f"act/{name}/hist"] = counts, torch.linspace(low, high, HISTOGRAM_BINS + 1)
+
+    def _log(self, trainer: pl.Trainer, step: int) -> None:
+        """One host sync for all scalars; CSV gets scalars, W&B also the histograms."""
+        names = list(self._metrics)
+        values = torch.stack([self._metrics[name].float() for name in names]).tolist()
+        scalars = dict(zip(names, values, strict=True))
+        wandb_logger = _wandb(trainer)
+        for logger in trainer.loggers:
+            if logger is wandb_logger and self._hist:
+                logger.log_metrics({**scalars, **_wandb_histograms(self._hist)}, step=step)
+            else:
+                logger.log_metrics(scalars, step=step)
+
+
+def _wandb(trainer: pl.Trainer) -> WandbLogger | None:
+    return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+
+
+def _wandb_histograms(hist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    import wandb
+
+    return {name: wandb.Histogram(np_histogram=(counts.cpu().numpy(), edges.cpu().numpy()))
+            for name, (counts, edges) in hist.items()}

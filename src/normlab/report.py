@@ -1,0 +1,59 @@
+"""`python -m normlab.report SWEEP_DIR`: tables and figures of a Hydra multirun sweep.
+
+Writes SWEEP_DIR/report/: report.md (tables, figures, cells left out), summary.csv (one row
+per configuration), cells.csv (one row per cell) and the figures' PNG files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from normlab.analysis.report import build_report
+
+
+def parse_marks(text: str) -> list[int]:
+    """"500,1000,2000" -> [500, 1000, 2000]."""
+    try:
+        return [int(mark) for mark in text.split(",") if mark.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"marks must be integers: {text!r}") from exc
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; `--help` explains every option."""
+    parser = argparse.ArgumentParser(prog="python -m normlab.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holds multirun.yaml)")
+    parser.add_argument("--target-acc", type=float, default=0.8,
+                        help="val/acc a run must reach for the steps-to-target column (0.8)")
+    parser.add_argument("--marks", type=parse_marks, default=None,
+                        help="steps at which to tabulate val/acc, e.g. 500,1000,2000 "
+                             "(default: 4 evenly spaced logged validation steps)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: SWEEP_DIR/report)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and figures to a W&B run (offline unless "
+                             "WANDB_MODE says otherwise)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the report; print where it is and the cell counts."""
+    args = parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"normlab.report: no such folder: {args.sweep_dir}", file=sys.stderr)
+        return 2
+    report = build_report(args.sweep_dir, args.target_acc, args.marks, args.out)
+    print(f"report: {report.out_dir / 'report.md'}")
+    print(f"cells: {report.runs['status'].value_counts().to_dict()}")
+    if args.wandb:
+        from normlab.analysis.wandb_log import log_report_to_wandb
+
+        print(f"wandb: {log_report_to_wandb(report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

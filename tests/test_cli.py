@@ -1,0 +1,34 @@
+"""The command line: a real run through `python -m normlab.train`, and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def normlab(module: str, *args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, check=False)
+
+
+def test_cli_run_prints_accuracy_and_leaves_one_run_folder(cli_env, tmp_path):
+    done = normlab("normlab.train", "data=synthetic", "trainer=debug", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "test/acc=" in done.stdout
+    [run_dir] = (tmp_path / "outputs" / "runs").iterdir()
+    for name in ("config.yaml", "provenance.json", "metrics.csv", "result.json", ".hydra/overrides.yaml"):
+        assert (run_dir / name).is_file(), name
+
+
+@pytest.mark.parametrize(("args", "key"), [
+    (["norm=nope"], "norm/nope"),
+    (["optimizer.lr=-1"], "optimizer.lr"),
+    (["-m", "seed=0,1", "regularizer=[dropout]", "regularizer.dropout.p=1.5"], "regularizer.dropout.p"),
+    (["data.root=/nonexistent", "trainer=debug"], "make data"),
+])
+def test_cli_error_is_one_line_with_exit_code_2(args, key, cli_env):
+    done = normlab("normlab.train", *args, env=cli_env)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("normlab: ") and key in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr

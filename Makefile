@@ -13,7 +13,7 @@ ARGS ?=
 
 export WANDB_MODE ?= offline
 
-.PHONY: help install data train test test-all lint format clean
+.PHONY: help install data train ablation reproduce report test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,15 @@ data: $(STAMP) ## Fashion-MNIST: Debian's package where apt works, else a checks
 
 train: $(STAMP) ## train the default config (ARGS="norm=none activation=relu ...")
 	$(PY) -m normlab.train $(ARGS)
+
+ablation: $(STAMP) ## the main job: bn_sigmoid_vs_relu sweep (2 act x 2 norm x 3 seeds) + report
+	$(PY) -m normlab.train -m experiment=bn_sigmoid_vs_relu $(ARGS)
+
+reproduce: $(STAMP) ## the BatchNorm paper's Figure 1 setup at its full 50k-step budget + report
+	$(PY) -m normlab.train -m experiment=bn_paper_fig1 $(ARGS)
+
+report: $(STAMP) ## rebuild a sweep's report: make report SWEEP=outputs/multirun/<name>/<sweep>
+	$(PY) -m normlab.report $(SWEEP)
 
 test: $(STAMP) ## the test suite (fast tests; slow ones: make test-all)
 	$(PY) -m pytest -q

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.config.validate import validate
-from normlab.callbacks.build import build_callbacks
+from normlab.callbacks.build import build_callbacks, last_checkpoint
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
+from normlab.lit.module import Diverged
 from normlab.models.build import build_model
 from normlab.models.initialization import initialize
 from normlab.paths import REPO_DIR
 from normlab.utils.files import write_json_atomic, write_text_atomic
+from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
 from normlab.utils.loggers import build_loggers, finish_wandb
 from normlab.utils.provenance import write_provenance
 from normlab.utils.seeding import run_seeds
@@ -38,7 +41,8 @@ def _quiet_lightning() -> None:
                  "lightning_fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*_pytree.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 
@@ -73,21 +77,39 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # dropout and augmentation draws come from the data seed, independent of the init seed
     pl.seed_everything(seeds.data, verbose=False)
 
+    checkpoint = last_checkpoint(run_dir)
+    resume_from = checkpoint if checkpoint.is_file() else None
+    resumed_at = checkpoint_step(checkpoint) if resume_from else None
+    earlier_metrics = set_aside_metrics(run_dir, resumed_at) if resume_from else None
     loggers = build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), resolved)
     trainer = pl.Trainer(**trainer_kwargs(cfg), logger=loggers or False,
                          callbacks=build_callbacks(cfg, run_dir), default_root_dir=str(run_dir))
+    status, tested, problem = "completed", {}, {}
     try:
-        trainer.fit(module, datamodule=datamodule)
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    except Diverged as exc:
+        status, problem = "diverged", {"error": str(exc), "diverged_at_step": exc.step}
+        log.error("diverged: %s", exc)
+    except SIGTERMException:
+        status, problem = "preempted", {"error": "SIGTERM: checkpoint saved; re-run the same command to resume"}
+        log.warning("preempted at step %d; checkpoint saved to %s", trainer.global_step, checkpoint)
     finally:
-        finish_wandb(loggers)
+        finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
+        if earlier_metrics is not None:
+            merge_metrics(run_dir / "metrics.csv", earlier_metrics)
     result = {
-        "status": "completed",
+        "status": status,
+        **problem,
         **{key: float(value) for key, value in tested.items()},
-        "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
+        "val/acc_best": module.best_val_acc(),
         "steps": trainer.global_step,
+        "resumed_from_step": resumed_at,
         "wall_time_s": round(time.time() - started, 2),
         "seed": cfg.seed,
+        "data": datamodule.dataset_name,
         "run_dir": str(run_dir),
     }
     write_json_atomic(run_dir / "result.json", result)
@@ -97,3 +119,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
     """result.json for a run that did not complete, so sweeps and reports can list it."""
     write_json_atomic(run_dir / "result.json", {"status": status, "error": error})
+
+
+def archive_attempt(run_dir: Path) -> None:
+    """Move a failed attempt's files to attempts/<time>/ before the cell is run again."""
+    target = run_dir / "attempts" / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("result.json", "metrics.csv", "error.log", "train.log"):
+        if (run_dir / name).exists():
+            (run_dir / name).rename(target / name)

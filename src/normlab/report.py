@@ -14,7 +14,7 @@ from normlab.analysis.report import build_report
 
 
 def parse_marks(text: str) -> list[int]:
-    """"500,1000,2000" -> [500, 1000, 2000]."""
+    """ "500,1000,2000" -> [500, 1000, 2000]."""
     try:
         return [int(mark) for mark in text.split(",") if mark.strip()]
     except ValueError as exc:
@@ -23,19 +23,34 @@ def parse_marks(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; `--help` explains every option."""
-    parser = argparse.ArgumentParser(prog="python -m normlab.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m normlab.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holds multirun.yaml)")
-    parser.add_argument("--target-acc", type=float, default=0.8,
-                        help="val/acc a run must reach for the steps-to-target column (0.8)")
-    parser.add_argument("--marks", type=parse_marks, default=None,
-                        help="steps at which to tabulate val/acc, e.g. 500,1000,2000 "
-                             "(default: 4 evenly spaced logged validation steps)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: SWEEP_DIR/report)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the table and figures to a W&B run (offline unless "
-                             "WANDB_MODE says otherwise)")
+    parser.add_argument(
+        "--target-acc",
+        type=float,
+        default=0.8,
+        help="val/acc a run must reach for the steps-to-target column (0.8)",
+    )
+    parser.add_argument(
+        "--marks",
+        type=parse_marks,
+        default=None,
+        help="steps at which to tabulate val/acc, e.g. 500,1000,2000 "
+        "(default: 4 evenly spaced logged validation steps)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: SWEEP_DIR/report)"
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and figures to a W&B run (offline unless "
+        "WANDB_MODE says otherwise)",
+    )
     return parser.parse_args(argv)
 
 

@@ -7,26 +7,26 @@ Config mistakes are reported in one line before anything starts (exit code 2). H
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
+from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
+from normlab.sweep import SWEEP_KEY_ENV, sweep_key
 
 log = logging.getLogger("normlab")
 
 register_schemas()
-# A short random id makes run folders started in the same second distinct. Cached, so every
-# read of hydra.run.dir / hydra.sweep.dir in one process (and Hydra's copied sweep cache) agrees.
-OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+register_resolvers()
 
 # Hydra's own command-line flags: with these, Hydra does something other than a plain run
 _HYDRA_FLAGS_SKIPPING_PRECHECK = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
@@ -42,33 +42,71 @@ def fail(kind: str, message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """One job: train; a config or data error fails this run (and only this cell in a sweep)."""
+    """One job: a single run, or one cell of a sweep."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return run_cell(cfg, run_dir)
     from normlab.data.errors import DataError
     from normlab.pipeline import record_failure, train
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         result = train(cfg, run_dir)
     except (ConfigError, DataError) as exc:
         kind = "config" if isinstance(exc, ConfigError) else "data"
         record_failure(run_dir, f"{kind}: {exc}")
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            log.error("%s error: %s", kind, exc)  # recorded in result.json; the sweep goes on
-            return None
         fail(kind, str(exc))
+    if result["status"] != "completed":
+        # diverged: exit 3; preempted (SIGTERM, e.g. SLURM): 143 like a terminated process
+        print(f"normlab: {result['status']}: {result['error']} (run_dir={run_dir})", file=sys.stderr)
+        sys.exit(3 if result["status"] == "diverged" else 143)
     best = result["val/acc_best"]
     print(f"test/acc={result['test/acc']:.4f} test/loss={result['test/loss']:.4f} "
           f"val/acc_best={'n/a' if best is None else f'{best:.4f}'} steps={result['steps']} "
           f"time={result['wall_time_s']:.1f}s run_dir={run_dir}")
-    return result["val/acc_best"]
+    return best
+
+
+def run_cell(cfg: DictConfig, run_dir: Path) -> float | None:
+    """A sweep cell: skipped when already completed; any failure is recorded, never raised,
+    so one bad cell does not stop the sweep."""
+    import traceback
+
+    from normlab.analysis.progress import sweep_progress
+    from normlab.pipeline import archive_attempt, record_failure, train
+    from normlab.sweep import CellLock, cell_status
+    from normlab.utils.files import read_json
+
+    status = cell_status(run_dir)
+    if status in ("completed", "diverged"):  # a divergence is a result, not an error
+        log.info("already %s, skipped: %s", status, run_dir)
+        return read_json(run_dir / "result.json").get("val/acc_best")
+    lock = CellLock(run_dir)
+    if not lock.acquire():
+        log.warning("another process is running this cell, skipped: %s", run_dir)
+        return None
+    try:
+        if status == "failed":
+            archive_attempt(run_dir)
+        return train(cfg, run_dir)["val/acc_best"]
+    except Exception as exc:  # recorded in the cell, reported by `normlab.report`
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        record_failure(run_dir, f"{type(exc).__name__}: {exc}")
+        log.error("cell failed (%s: %s): %s", type(exc).__name__, exc, run_dir)
+        return None
+    finally:
+        lock.release()
+        print(sweep_progress(run_dir.parent), flush=True)
 
 
 def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
     args = sys.argv[1:]
+    overrides = [arg for arg in args if not arg.startswith("-")]
+    if {"-m", "--multirun"}.intersection(args):
+        # the same command line finds the same sweep folder again (resume, skip finished cells)
+        os.environ.setdefault(SWEEP_KEY_ENV, sweep_key(overrides))
     if not _HYDRA_FLAGS_SKIPPING_PRECHECK.intersection(args):
-        overrides = [arg for arg in args if not arg.startswith("-")]
         try:
             compose_checked(str(CONFIG_DIR), "train", overrides)
         except ConfigError as exc:

@@ -9,7 +9,8 @@ the tables; the others are listed, never dropped.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from normlab.analysis.plan import SweepPlan, override_key, override_value
 
 COMPLETED = "completed"
 CELL_FILES = ("config.yaml", "result.json", "metrics.csv", ".hydra")
+NOT_CELLS = frozenset({"report", "wandb", ".hydra"})  # report output, W&B of the report
 
 
 class BrokenFile(Exception):
@@ -27,11 +29,26 @@ class BrokenFile(Exception):
 
 
 def cell_dirs(sweep_dir: Path) -> list[Path]:
-    """Sub-folders that look like cells of the sweep, in job order (numeric names first)."""
-    found = [path for path in Path(sweep_dir).iterdir()
-             if path.is_dir() and any((path / name).exists() for name in CELL_FILES)]
-    return sorted(found, key=lambda path: (not path.name.isdigit(), int(path.name)
-                                           if path.name.isdigit() else 0, path.name))
+    """Folders under the sweep that hold a cell's files, at any depth (a subdir named after
+    overrides with a `/` in a value nests), in job order when named by job number."""
+    found = []
+    for folder, subfolders, files in os.walk(sweep_dir):
+        path = Path(folder)
+        if path != Path(sweep_dir) and any(
+            name in files or name in subfolders for name in CELL_FILES
+        ):
+            found.append(path)
+            subfolders.clear()  # a cell's own sub-folders (checkpoints, wandb) are not cells
+        else:
+            subfolders[:] = [name for name in subfolders if name not in NOT_CELLS]
+    return sorted(
+        found,
+        key=lambda path: (
+            not path.name.isdigit(),
+            int(path.name) if path.name.isdigit() else 0,
+            path,
+        ),
+    )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -89,56 +106,68 @@ def read_metrics(cell_dir: Path) -> pd.DataFrame | None:
 
 def long_curves(cell: str, metrics: pd.DataFrame) -> pd.DataFrame:
     """Sparse metrics.csv rows -> (cell, step, metric, value); step counts optimizer steps done."""
-    values = metrics.drop(columns=["epoch"], errors="ignore").melt(
-        id_vars="step", var_name="metric", value_name="value").dropna(subset=["value"])
+    values = (
+        metrics.drop(columns=["epoch"], errors="ignore")
+        .melt(id_vars="step", var_name="metric", value_name="value")
+        .dropna(subset=["value"])
+    )
     # Lightning logs the 0-based index of the last optimizer step; +1 gives steps done
     values["step"] = values["step"].astype(int) + 1
     return values.assign(cell=cell)[["cell", "step", "metric", "value"]]
 
 
-def read_cell(cell_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
+def read_cell(cell_dir: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """One cell's row (config flattened, result, status, error) and its long curves."""
     cell_dir = Path(cell_dir)
-    row: dict[str, Any] = {"cell": cell_dir.name, "error": ""}
+    row: dict[str, Any] = {"cell": name, "error": ""}
     result = read_result(cell_dir)
     curves = None
     try:
         row.update(flatten(_read_yaml(cell_dir / "config.yaml") or {}))
         row["overrides"] = tuple(_read_yaml(cell_dir / ".hydra" / "overrides.yaml") or ())
         metrics = read_metrics(cell_dir)
-        curves = None if metrics is None else long_curves(cell_dir.name, metrics)
+        curves = None if metrics is None else long_curves(name, metrics)
     except BrokenFile as exc:
         result = {**result, "status": "broken", "error": str(exc)}
     row.update(result)
     return row, curves
 
 
-def _missing_rows(plan: SweepPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for the planned jobs that have no cell folder."""
+def _align_with_plan(rows: list[dict[str, Any]], plan: SweepPlan) -> list[dict[str, Any]]:
+    """Rows in the plan's job order, with a `missing` row for each job that has no folder;
+    cells the plan does not list (an older sweep in the same folder) go last."""
     if plan.jobs is None:
-        return []
-    present = Counter(frozenset(row.get("overrides", ())) for row in rows)
-    missing = []
+        return rows
+    by_job: dict[frozenset, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_job[frozenset(row.get("overrides", ()))].append(row)
+    ordered = []
     for number, job in enumerate(plan.jobs):
-        if present[frozenset(job)] > 0:
-            present[frozenset(job)] -= 1
+        if by_job[frozenset(job)]:
+            ordered.append(by_job[frozenset(job)].pop(0))
             continue
         seed = next((override_value(o) for o in job if override_key(o) == "seed"), None)
-        missing.append({"cell": f"({number})", "status": "missing", "overrides": job,
-                        "seed": seed, "error": "no cell folder: the job never started"})
-    return missing
+        ordered.append(
+            {
+                "cell": f"({number})",
+                "status": "missing",
+                "overrides": job,
+                "seed": seed,
+                "error": "no cell folder: the job never started",
+            }
+        )
+    return ordered + [row for left in by_job.values() for row in left]
 
 
 def collect(sweep_dir: Path, plan: SweepPlan) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves): one row per cell (missing jobs included), and all cells' long curves."""
-    rows, curves = [], []
+    sweep_dir, rows, curves = Path(sweep_dir), [], []
     for cell_dir in cell_dirs(sweep_dir):
-        row, cell_curves = read_cell(cell_dir)
+        row, cell_curves = read_cell(cell_dir, str(cell_dir.relative_to(sweep_dir)))
         rows.append(row)
         if cell_curves is not None:
             curves.append(cell_curves)
-    rows += _missing_rows(plan, rows)
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame(_align_with_plan(rows, plan))
     for column in ("cell", "status", "error", "seed", "overrides"):
         if column not in runs:
             runs[column] = pd.Series(dtype=object)

@@ -9,8 +9,9 @@ import pandas as pd
 from normlab.analysis.plan import SEED_KEYS, SweepPlan, override_key, override_value
 
 IGNORED_PREFIXES = ("paths.", "hydra.")
-NOT_CONFIG = frozenset({"cell", "status", "error", "overrides", "steps", "wall_time_s",
-                        "run_dir", "name", "tags"})
+NOT_CONFIG = frozenset(
+    {"cell", "status", "error", "overrides", "steps", "wall_time_s", "run_dir", "name", "tags"}
+)
 
 
 def _is_configuration_key(key: str) -> bool:
@@ -20,7 +21,7 @@ def _is_configuration_key(key: str) -> bool:
 
 def _cell_overrides(runs: pd.DataFrame) -> list[dict[str, str]]:
     """Each cell's overrides as {key: value}."""
-    return [{override_key(o): override_value(o) for o in overrides} for overrides in runs["overrides"]]
+    return [{override_key(o): override_value(o) for o in cell} for cell in runs["overrides"]]
 
 
 def swept_keys(runs: pd.DataFrame, plan: SweepPlan) -> list[str]:

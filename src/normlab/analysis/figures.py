@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from normlab.analysis.tables import VAL_ACC, metric_table
 
-PERCENTILE = re.compile(r"^act/layer(\d+)/(unit_)?p(15|50|85)$")
-GRAD_NORM = re.compile(r"^grad/layer(\d+)/norm$")
+# `act/layer3/unit/p15` (one typical unit; `unit_p15` accepted too) or pooled `act/layer3/p15`
+PERCENTILE = re.compile(r"^act/layer(\d+)/(unit[/_])?p(15|50|85)$")
+GRAD_NORM = re.compile(r"^grad/(layer(\d+)|head)/norm$")
 
 
 def _by_configuration(curves: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The curves of each configuration's cells, in job order; configurations without curves drop."""
+    """Each configuration's curves, in job order (configurations without curves left out)."""
     groups = {}
     for label, cells in runs.groupby("configuration", sort=False):
         selected = curves[curves["cell"].isin(cells["cell"])]
@@ -42,7 +45,7 @@ def _panels(count: int, title: str) -> tuple[Figure, list]:
 
 
 def plot_val_accuracy(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
-    """Validation accuracy against steps: mean over seeds, min-max band, a line per configuration."""
+    """Validation accuracy against steps: mean over seeds, min-max band, one line each."""
     groups = _by_configuration(curves[curves["metric"] == VAL_ACC], runs)
     if not groups:
         return None
@@ -51,10 +54,19 @@ def plot_val_accuracy(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> P
     for label, selected in groups.items():
         table = metric_table(selected, VAL_ACC)
         line = axis.plot(table.index, table.mean(axis=1), label=f"{label} (n={table.shape[1]})")
-        axis.fill_between(table.index, table.min(axis=1), table.max(axis=1),
-                          color=line[0].get_color(), alpha=0.2, linewidth=0)
-    axis.set(xlabel="steps", ylabel="validation accuracy",
-             title="Validation accuracy (mean over seeds, band: min-max)")
+        axis.fill_between(
+            table.index,
+            table.min(axis=1),
+            table.max(axis=1),
+            color=line[0].get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+    axis.set(
+        xlabel="steps",
+        ylabel="validation accuracy",
+        title="Validation accuracy (mean over seeds, band: min-max)",
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     figure.savefig(path, dpi=120)
@@ -72,23 +84,27 @@ def last_layer_percentiles(metrics: set[str]) -> dict[str, str] | None:
     return found[max(complete)] if complete else None
 
 
-def plot_activation_percentiles(curves: pd.DataFrame, runs: pd.DataFrame,
-                                path: Path) -> Path | None:
-    """15/50/85th percentiles of the last hidden layer's pre-activation, a panel per configuration."""
+def plot_activation_percentiles(
+    curves: pd.DataFrame, runs: pd.DataFrame, path: Path
+) -> Path | None:
+    """15/50/85th percentiles of the last hidden layer's pre-activation, a panel each."""
     names = last_layer_percentiles(set(curves["metric"].unique()))
     if names is None:
         return None
     groups = _by_configuration(curves[curves["metric"].isin(names.values())], runs)
     layer = PERCENTILE.match(names["50"])
     kind = "one typical unit" if layer[2] else "all units pooled"
-    figure, axes = _panels(len(groups), f"Input to the last hidden layer's activation "
-                                        f"(layer{layer[1]}, {kind}; mean over seeds)")
+    figure, axes = _panels(
+        len(groups),
+        f"Input to the last hidden layer's activation (layer{layer[1]}, {kind}; mean over seeds)",
+    )
     for axis, (label, selected) in zip(axes, groups.items(), strict=True):
         for percentile, style in (("85", ":"), ("50", "-"), ("15", ":")):
             table = metric_table(selected, names[percentile])
             axis.plot(table.index, table.mean(axis=1), style, color="C0", label=f"p{percentile}")
         axis.set(title=label, xlabel="steps", ylabel="pre-activation")
         axis.grid(alpha=0.3)
+        axis.label_outer()
     axes[0].legend(fontsize="small")
     figure.savefig(path, dpi=120)
     return Path(path)
@@ -96,8 +112,14 @@ def plot_activation_percentiles(curves: pd.DataFrame, runs: pd.DataFrame,
 
 def plot_gradient_norms(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
     """Per-layer gradient norms against steps (log scale), a panel per configuration."""
-    metrics = sorted((m for m in curves["metric"].unique() if GRAD_NORM.match(m)),
-                     key=lambda m: int(GRAD_NORM.match(m)[1]))
+    matches = [GRAD_NORM.match(metric) for metric in curves["metric"].unique()]
+    # layers by depth, the output head last
+    metrics = [
+        match[0]
+        for match in sorted(
+            filter(None, matches), key=lambda match: int(match[2]) if match[2] else 10**9
+        )
+    ]
     if not metrics:
         return None
     groups = _by_configuration(curves[curves["metric"].isin(metrics)], runs)
@@ -110,6 +132,40 @@ def plot_gradient_norms(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) ->
                 axis.plot(table.index, table.mean(axis=1), color=color, label=metric.split("/")[1])
         axis.set(title=label, xlabel="steps", ylabel="gradient norm", yscale="log")
         axis.grid(alpha=0.3)
+        axis.label_outer()
     axes[0].legend(fontsize="small")
     figure.savefig(path, dpi=120)
     return Path(path)
+
+
+class FigureSpec(NamedTuple):
+    """A report figure: its file, its heading, why it can be absent, and how it is drawn."""
+
+    file_name: str
+    heading: str
+    absent: str
+    plot: Callable[[pd.DataFrame, pd.DataFrame, Path], Path | None]
+
+
+INSTRUMENTS_OFF = "; turn the instruments on (callbacks=instruments)"
+FIGURES = {
+    "val_acc": FigureSpec(
+        "val_acc.png",
+        "Validation accuracy against steps",
+        "no `val/acc` was logged by any completed cell",
+        plot_val_accuracy,
+    ),
+    "activations": FigureSpec(
+        "activation_percentiles.png",
+        "Last hidden layer: 15/50/85th percentiles of the pre-activation",
+        "no `act/layerN/unit/p15|p50|p85` (nor pooled `act/layerN/p15..`) columns in metrics.csv"
+        + INSTRUMENTS_OFF,
+        plot_activation_percentiles,
+    ),
+    "grad_norms": FigureSpec(
+        "grad_norms.png",
+        "Gradient norm per layer",
+        "no `grad/layerK/norm` columns in metrics.csv" + INSTRUMENTS_OFF,
+        plot_gradient_norms,
+    ),
+}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-BLANK = "–"
+BLANK = "-"
 
 
 def cell_text(value: Any, max_length: int = 300) -> str:
@@ -21,20 +21,28 @@ def cell_text(value: Any, max_length: int = 300) -> str:
 
 def fixed(digits: int) -> Callable[[Any], str]:
     """Formatter: a number with `digits` decimals, a dash for NaN."""
+
     def _format(value: Any) -> str:
         if value is None or pd.isna(value):
             return BLANK
         return f"{float(value):.{digits}f}"
+
     return _format
 
 
-def markdown_table(frame: pd.DataFrame, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
+def markdown_table(
+    frame: pd.DataFrame, formats: dict[str, Callable[[Any], str]] | None = None
+) -> str:
     """A GitHub-flavoured Markdown table; `formats` maps a column to its formatter."""
     formats = formats or {}
-    lines = ["| " + " | ".join(cell_text(column) for column in frame.columns) + " |",
-             "|" + "---|" * len(frame.columns)]
+    lines = [
+        "| " + " | ".join(cell_text(column) for column in frame.columns) + " |",
+        "|" + "---|" * len(frame.columns),
+    ]
     for _, row in frame.iterrows():
-        cells = [formats[column](row[column]) if column in formats else cell_text(row[column])
-                 for column in frame.columns]
+        cells = [
+            formats[column](row[column]) if column in formats else cell_text(row[column])
+            for column in frame.columns
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

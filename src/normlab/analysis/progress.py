@@ -18,16 +18,19 @@ def _elapsed(seconds: float) -> str:
 
 
 def sweep_progress(sweep_dir: Path) -> str:
-    """"sweep X: 5/8 cells done (4 completed, 1 failed), 1 running or killed, elapsed 0:03:10"."""
+    """ "sweep X: 5/8 cells done (4 completed, 1 failed), 1 running or killed, elapsed 0:03:10"."""
     sweep_dir = Path(sweep_dir)
     statuses = Counter(read_result(cell)["status"] for cell in cell_dirs(sweep_dir))
     unfinished = statuses.pop("incomplete", 0)
     done = sum(statuses.values())
     expected = read_plan(sweep_dir).expected_cells
-    parts = [f"{statuses[COMPLETED]} completed",
-             *(f"{count} {status}" for status, count in sorted(statuses.items())
-               if status != COMPLETED)]
+    parts = [
+        f"{statuses[COMPLETED]} completed",
+        *(f"{count} {status}" for status, count in sorted(statuses.items()) if status != COMPLETED),
+    ]
     start = sweep_dir / "multirun.yaml"
     elapsed = _elapsed(time.time() - start.stat().st_mtime) if start.is_file() else "unknown"
-    return (f"sweep {sweep_dir.name}: {done}/{expected if expected is not None else '?'} cells "
-            f"done ({', '.join(parts)}), {unfinished} running or killed, elapsed {elapsed}")
+    return (
+        f"sweep {sweep_dir.name}: {done}/{expected if expected is not None else '?'} cells "
+        f"done ({', '.join(parts)}), {unfinished} running or killed, elapsed {elapsed}"
+    )

@@ -9,34 +9,14 @@ import pandas as pd
 
 from normlab.analysis.collect import COMPLETED, collect
 from normlab.analysis.configurations import label_configurations
-from normlab.analysis.figures import (
-    plot_activation_percentiles,
-    plot_gradient_norms,
-    plot_val_accuracy,
-)
-from normlab.analysis.markdown import BLANK, fixed, markdown_table
+from normlab.analysis.figures import FIGURES
 from normlab.analysis.plan import SweepPlan, read_plan
 from normlab.analysis.tables import default_marks, summarize
-
-STATUS_ORDER = ("completed", "failed", "diverged", "broken", "incomplete", "missing")
-# (file name, heading, why it can be absent)
-FIGURES = {
-    "val_acc": ("val_acc.png", "Validation accuracy against steps",
-                "no `val/acc` was logged by any completed cell"),
-    "activations": ("activation_percentiles.png",
-                    "Last hidden layer: 15/50/85th percentiles of the pre-activation",
-                    "no `act/layerN/unit_p15|unit_p50|unit_p85` (nor pooled `act/layerN/p15..`) "
-                    "columns in metrics.csv; the instruments callback was off"),
-    "grad_norms": ("grad_norms.png", "Gradient norm per layer",
-                   "no `grad/layerK/norm` columns in metrics.csv; the instruments callback was off"),
-}
-PLOTS = {"val_acc": plot_val_accuracy, "activations": plot_activation_percentiles,
-         "grad_norms": plot_gradient_norms}
 
 
 @dataclass
 class SweepReport:
-    """Everything the report shows, for the CLI and the W&B upload."""
+    """Everything the report shows, for report.md, the CLI and the W&B upload."""
 
     sweep_dir: Path
     out_dir: Path
@@ -46,7 +26,7 @@ class SweepReport:
     swept_keys: list[str]
     marks: list[int]
     target_acc: float
-    figures: dict[str, Path | None] = field(default_factory=dict)
+    figures: dict[str, Path | None] = field(default_factory=dict)  # None: metrics absent
 
     @property
     def name(self) -> str:
@@ -54,9 +34,15 @@ class SweepReport:
         return f"{self.sweep_dir.parent.name}/{self.sweep_dir.name}"
 
 
-def build_report(sweep_dir: Path, target_acc: float = 0.8, marks: list[int] | None = None,
-                 out_dir: Path | None = None) -> SweepReport:
+def build_report(
+    sweep_dir: Path,
+    target_acc: float = 0.8,
+    marks: list[int] | None = None,
+    out_dir: Path | None = None,
+) -> SweepReport:
     """Read the sweep, aggregate, draw; write everything into `out_dir` (SWEEP_DIR/report)."""
+    from normlab.analysis.report_markdown import render_markdown  # it needs SweepReport
+
     sweep_dir = Path(sweep_dir).resolve()
     out_dir = Path(out_dir) if out_dir else sweep_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,99 +51,12 @@ def build_report(sweep_dir: Path, target_acc: float = 0.8, marks: list[int] | No
     runs, keys = label_configurations(runs, plan)
     done = curves[curves["cell"].isin(runs.loc[runs["status"] == COMPLETED, "cell"])]
     marks = sorted(marks) if marks else default_marks(done)
-    report = SweepReport(sweep_dir, out_dir, plan, runs, summarize(runs, done, marks, target_acc),
-                         keys, marks, target_acc)
-    for key, plot in PLOTS.items():
-        report.figures[key] = plot(done, runs, out_dir / FIGURES[key][0])
-    report.summary.to_csv(out_dir / "summary.csv", index=False)
-    runs.drop(columns=["overrides"]).assign(overrides=runs["overrides"].map(" ".join)).to_csv(
-        out_dir / "cells.csv", index=False)
+    summary = summarize(runs, done, marks, target_acc)
+    report = SweepReport(sweep_dir, out_dir, plan, runs, summary, keys, marks, target_acc)
+    for key, spec in FIGURES.items():
+        report.figures[key] = spec.plot(done, runs, out_dir / spec.file_name)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    cells = runs.assign(overrides=runs["overrides"].map(" ".join))
+    cells.to_csv(out_dir / "cells.csv", index=False)
     (out_dir / "report.md").write_text(render_markdown(report))
     return report
-
-
-def _status_counts(runs: pd.DataFrame) -> str:
-    """"3 completed, 1 failed, ..." with the usual statuses always shown."""
-    counts = runs["status"].value_counts()
-    order = [*STATUS_ORDER, *sorted(set(counts.index) - set(STATUS_ORDER))]
-    return ", ".join(f"{counts.get(status, 0)} {status}" for status in order)
-
-
-def _accuracy_table(report: SweepReport) -> str:
-    """Final test accuracy, its spread, steps to the target and cost per configuration."""
-    s = report.summary
-    acc = fixed(4)
-    table = pd.DataFrame({
-        "configuration": s["configuration"],
-        "n seeds": s["n_seeds"],
-        "test acc mean": s["test_acc_mean"].map(acc),
-        "std": s["test_acc_std"].map(acc),
-        "95% CI": [f"[{acc(low)}, {acc(high)}]" if pd.notna(low) else BLANK
-                   for low, high in zip(s["test_acc_ci95_low"], s["test_acc_ci95_high"], strict=True)],
-        f"steps to val acc ≥ {report.target_acc:g}": [
-            f"{fixed(0)(mean)} ({reached}/{n} reached)"
-            for mean, reached, n in zip(s["steps_to_target_mean"], s["target_reached"],
-                                        s["n_seeds"], strict=True)],
-        "wall time (s)": s["wall_time_s_mean"].map(fixed(1)),
-        "left out": s["not_in_means"],
-    })
-    return markdown_table(table)
-
-
-def _marks_table(report: SweepReport) -> str:
-    """Mean validation accuracy at each step mark."""
-    columns = {f"val_acc@{mark}": f"step {mark}" for mark in report.marks}
-    table = report.summary[["configuration", "n_seeds", *columns]].rename(columns=columns)
-    return markdown_table(table.rename(columns={"n_seeds": "n seeds"}),
-                          dict.fromkeys(columns.values(), fixed(4)))
-
-
-def _cells_table(runs: pd.DataFrame) -> str:
-    """Cell, configuration, seed, status and outcome of the given cells."""
-    columns = ["cell", "configuration", "seed", "status", "test/acc", "val/acc_best", "steps",
-               "wall_time_s", "error"]
-    return markdown_table(runs.reindex(columns=columns),
-                          {"test/acc": fixed(4), "val/acc_best": fixed(4), "wall_time_s": fixed(1)})
-
-
-def _figures_section(report: SweepReport) -> list[str]:
-    """A sub-section per figure: the image, or why it was skipped."""
-    lines = ["## Figures", "", f"PNG files in `{report.out_dir}`, next to this report.", ""]
-    for key, (file_name, heading, absent) in FIGURES.items():
-        body = f"![{heading}]({file_name})" if report.figures.get(key) else f"Skipped: {absent}."
-        lines += [f"### {heading}", "", body, ""]
-    return lines
-
-
-def render_markdown(report: SweepReport) -> str:
-    """The whole report.md."""
-    runs = report.runs
-    expected = report.plan.expected_cells
-    left_out = runs[runs["status"] != COMPLETED]
-    seeds = sorted({str(seed) for seed in runs["seed"].dropna()}, key=lambda s: (len(s), s))
-    lines = [
-        f"# Sweep report: {report.name}", "",
-        f"- Sweep folder: `{report.sweep_dir}`",
-        f"- Cells: {len(runs)} found" + (f" of {expected} expected (multirun.yaml)"
-                                         if expected is not None else f" ({report.plan.note})")
-        + f": {_status_counts(runs)}",
-        f"- Configuration = the swept keys other than the seed: "
-        f"{', '.join(f'`{key}`' for key in report.swept_keys) or 'none (one configuration)'}",
-        f"- Seeds: {', '.join(seeds) or BLANK}",
-        "- Only completed cells enter the numbers; every other cell is listed under "
-        "\"Cells left out of the means\".", "",
-        "## Final test accuracy", "", _accuracy_table(report), "",
-        "Mean and sample standard deviation (ddof=1) of the final `test/acc` over completed seeds; "
-        "95% CI of the mean = mean ± t(0.975, n−1) · std / √n (Student t; needs n ≥ 2). "
-        "Steps to target: first logged validation step with `val/acc` ≥ target, averaged over "
-        "the seeds that reached it. Steps count optimizer steps done.", "",
-        "## Validation accuracy at step marks", "",
-        _marks_table(report) if report.marks else "No `val/acc` logged.", "",
-        "Mean over seeds of the last `val/acc` logged at or before each step; blank when a run "
-        "stopped before the mark.", "",
-        *_figures_section(report),
-        "## Cells left out of the means", "",
-        _cells_table(left_out) if len(left_out) else "None: every cell completed.", "",
-        "## All cells", "", _cells_table(runs), "",
-    ]
-    return "\n".join(lines)

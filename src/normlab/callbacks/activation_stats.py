@@ -21,18 +21,23 @@ def units_last(values: torch.Tensor) -> torch.Tensor:
 def percentiles(values: torch.Tensor, qs: tuple[float, ...] = PERCENTILES) -> torch.Tensor:
     """Percentiles `qs` (0..100) of all entries, interpolated linearly like numpy's default.
 
-    Selection (kthvalue) instead of a sort, and no size limit unlike `torch.quantile`.
+    One selection (kthvalue) per percentile instead of a sort, no host sync, and no size limit
+    (unlike `torch.quantile`): the probe's pooled pre-activations can be large.
     """
     flat = values.reshape(-1)
     last = flat.numel() - 1
     results = []
     for q in qs:
         position = q / 100 * last
-        low = int(position)
-        high = min(low + 1, last)
-        below = flat.kthvalue(low + 1).values
-        above = flat.kthvalue(high + 1).values if high != low else below
-        results.append(below + (above - below) * (position - low))
+        rank = int(position)
+        below = flat.kthvalue(rank + 1).values
+        if rank == last:
+            results.append(below)
+            continue
+        # the next order statistic: `below` again if it repeats, else the smallest larger entry
+        larger = torch.where(flat > below, flat, torch.inf).min()
+        above = torch.where((flat <= below).sum() > rank + 1, below, larger)
+        results.append(below + (above - below) * (position - rank))
     return torch.stack(results)
 
 

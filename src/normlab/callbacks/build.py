@@ -6,6 +6,13 @@ from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from normlab.callbacks.preemption import CheckpointOnPreemption
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run's latest checkpoint lives (what a re-run resumes from)."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
 from normlab.callbacks.instruments import Instruments
 
 
@@ -15,6 +22,7 @@ def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
     if cfg.callbacks.checkpoint:
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last",
                                          save_top_k=1, monitor=None, enable_version_counter=False))
+        callbacks.append(CheckpointOnPreemption(last_checkpoint(run_dir)))
     stopping = cfg.regularizer.get("early_stopping")
     if stopping is not None:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +48,14 @@ class ClassifierModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # a resumed run remembers its best
-        # loss sum, correct count, example count since the last logged step
-        self.register_buffer("train_sums", torch.zeros(3), persistent=False)
+        # loss sum, correct count, example count since the last logged step (kept in
+        # checkpoints so a resumed run logs the same numbers as an uninterrupted one)
+        self.register_buffer("train_sums", torch.zeros(3))
+
+    def best_val_acc(self) -> float | None:
+        """The best validation accuracy so far (restored on resume), None before any validation."""
+        value = float(self.val_acc_best.max_value)
+        return value if math.isfinite(value) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -70,6 +77,9 @@ class ClassifierModule(pl.LightningModule):
 
     def _log_train_window(self) -> None:
         loss_sum, correct, count = self.train_sums
+        # checked only at logging steps: a per-step check would force a host sync on GPU
+        if not torch.isfinite(loss_sum):
+            raise Diverged(self.global_step, float(loss_sum / count))
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log_dict({"train/loss": loss_sum / count, "train/acc": correct / count,
                        "train/lr": float(lr)}, on_step=True, on_epoch=False, batch_size=1)
@@ -115,3 +125,16 @@ class ClassifierModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["normlab_config"] = self.config  # a checkpoint names the config that made it
+        checkpoint["normlab_rng"] = torch.get_rng_state()  # dropout / augmentation draws
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "normlab_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["normlab_rng"])
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training loss {loss} at step {step}")
+        self.step, self.loss = step, loss

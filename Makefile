@@ -11,8 +11,6 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.normlab-installed
 ARGS ?=
 
-export WANDB_MODE ?= offline
-
 .PHONY: help install data train ablation reproduce report test test-all lint format clean
 
 help: ## list the targets

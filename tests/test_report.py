@@ -209,7 +209,7 @@ def test_broken_files_and_missing_jobs_are_reported_not_raised(tmp_path):
 
     shutil.rmtree(tmp_path / "2")  # the job never started
     runs = build_report(tmp_path).runs.set_index("cell")
-    assert runs.loc["(2)", "status"] == "missing" and runs.loc["(2)", "seed"] == "2"
+    assert runs.loc["(2)", "status"] == "missing" and runs.loc["(2)", "seed"] == 2
     assert "(2)" in section((tmp_path / "report" / "report.md").read_text(), "Cells left out")
 
 
@@ -225,6 +225,12 @@ def test_cli_logs_the_report_to_an_offline_wandb_run(sweep, monkeypatch, capsys)
     [run_dir] = (sweep / "report" / "wandb").glob("offline-run-*")
     assert list(run_dir.rglob("*.png")) and list(run_dir.rglob("summary*.table.json"))
     assert "report.md" in capsys.readouterr().out
+
+
+def test_cli_on_a_folder_without_cells_says_so_and_exits_2(sweep, capsys):
+    assert main([str(sweep.parent)]) == 2  # the experiment folder that holds the sweeps
+    assert "pass one sweep's folder" in capsys.readouterr().err
+    assert not (sweep.parent / "report").exists()
 
 
 def test_report_of_a_real_tiny_multirun(cli_env, tmp_path):

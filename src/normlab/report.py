@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from normlab.analysis.report import build_report
+from normlab.analysis.report import NoCells, build_report
 
 
 def parse_marks(text: str) -> list[int]:
@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"normlab.report: no such folder: {args.sweep_dir}", file=sys.stderr)
         return 2
-    report = build_report(args.sweep_dir, args.target_acc, args.marks, args.out)
+    try:
+        report = build_report(args.sweep_dir, args.target_acc, args.marks, args.out)
+    except NoCells as exc:
+        print(f"normlab.report: {exc}", file=sys.stderr)
+        return 2
     print(f"report: {report.out_dir / 'report.md'}")
     print(f"cells: {report.runs['status'].value_counts().to_dict()}")
     if args.wandb:

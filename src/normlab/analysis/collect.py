@@ -9,6 +9,7 @@ the tables; the others are listed, never dropped.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +35,9 @@ def cell_dirs(sweep_dir: Path) -> list[Path]:
     found = []
     for folder, subfolders, files in os.walk(sweep_dir):
         path = Path(folder)
-        if path != Path(sweep_dir) and any(
+        if path != Path(sweep_dir) and "multirun.yaml" in files:
+            subfolders.clear()  # another sweep: never merge two sweeps into one report
+        elif path != Path(sweep_dir) and any(
             name in files or name in subfolders for name in CELL_FILES
         ):
             found.append(path)
@@ -75,7 +78,10 @@ def read_result(cell_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         return {"status": "broken", "error": f"result.json: {exc}"}
     result.setdefault("status", "unknown")
-    if result["status"] == COMPLETED and not isinstance(result.get("test/acc"), (int, float)):
+    accuracy = result.get("test/acc")
+    if result["status"] == COMPLETED and not (
+        isinstance(accuracy, (int, float)) and math.isfinite(accuracy)
+    ):
         return {**result, "status": "broken", "error": "result.json: completed without test/acc"}
     return result
 
@@ -146,7 +152,8 @@ def _align_with_plan(rows: list[dict[str, Any]], plan: SweepPlan) -> list[dict[s
         if by_job[frozenset(job)]:
             ordered.append(by_job[frozenset(job)].pop(0))
             continue
-        seed = next((override_value(o) for o in job if override_key(o) == "seed"), None)
+        seeds = [override_value(o) for o in job if override_key(o) == "seed"]
+        seed = yaml.safe_load(seeds[0]) if seeds else None
         ordered.append(
             {
                 "cell": f"({number})",
@@ -172,5 +179,7 @@ def collect(sweep_dir: Path, plan: SweepPlan) -> tuple[pd.DataFrame, pd.DataFram
         if column not in runs:
             runs[column] = pd.Series(dtype=object)
     runs["overrides"] = [value if isinstance(value, tuple) else () for value in runs["overrides"]]
+    # integers even where a broken cell has none (a float column would print "1.0")
+    runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
     empty = pd.DataFrame(columns=["cell", "step", "metric", "value"])
     return runs, pd.concat(curves, ignore_index=True) if curves else empty

@@ -18,7 +18,12 @@ def _elapsed(seconds: float) -> str:
 
 
 def sweep_progress(sweep_dir: Path) -> str:
-    """ "sweep X: 5/8 cells done (4 completed, 1 failed), 1 running or killed, elapsed 0:03:10"."""
+    """One line of cells done / expected, by status, and time since the sweep started.
+
+    Example: "sweep X: 5/8 cells done (4 completed, 1 failed), 1 running or killed, elapsed
+    0:03:10". Elapsed counts from multirun.yaml's time, which Hydra rewrites when a sweep
+    is resumed.
+    """
     sweep_dir = Path(sweep_dir)
     statuses = Counter(read_result(cell)["status"] for cell in cell_dirs(sweep_dir))
     unfinished = statuses.pop("incomplete", 0)

@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab.analysis.collect import COMPLETED, collect
+from normlab.analysis.collect import CELL_FILES, COMPLETED, collect
 from normlab.analysis.configurations import label_configurations
 from normlab.analysis.figures import FIGURES
 from normlab.analysis.plan import SweepPlan, read_plan
+from normlab.analysis.report_markdown import render_markdown
 from normlab.analysis.tables import default_marks, summarize
+
+
+class NoCells(ValueError):
+    """The folder holds no cell and no multirun.yaml: nothing to report."""
 
 
 @dataclass
@@ -41,13 +46,16 @@ def build_report(
     out_dir: Path | None = None,
 ) -> SweepReport:
     """Read the sweep, aggregate, draw; write everything into `out_dir` (SWEEP_DIR/report)."""
-    from normlab.analysis.report_markdown import render_markdown  # it needs SweepReport
-
     sweep_dir = Path(sweep_dir).resolve()
     out_dir = Path(out_dir) if out_dir else sweep_dir / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
     plan = read_plan(sweep_dir)
     runs, curves = collect(sweep_dir, plan)
+    if runs.empty:
+        raise NoCells(
+            f"no cells (folders with {', '.join(CELL_FILES)}) under {sweep_dir}; "
+            "pass one sweep's folder, the one holding multirun.yaml"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs, keys = label_configurations(runs, plan)
     done = curves[curves["cell"].isin(runs.loc[runs["status"] == COMPLETED, "cell"])]
     marks = sorted(marks) if marks else default_marks(done)

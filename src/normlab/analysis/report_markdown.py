@@ -17,7 +17,7 @@ STATUS_ORDER = ("completed", "failed", "diverged", "broken", "incomplete", "miss
 
 
 def _status_counts(runs: pd.DataFrame) -> str:
-    """ "3 completed, 1 failed, ..." with the usual statuses always shown."""
+    """Counts by status ("3 completed, 1 failed, ..."); the usual statuses always shown."""
     counts = runs["status"].value_counts()
     order = [*STATUS_ORDER, *sorted(set(counts.index) - set(STATUS_ORDER))]
     return ", ".join(f"{counts.get(status, 0)} {status}" for status in order)
@@ -121,7 +121,8 @@ def render_markdown(report: SweepReport) -> str:
         _accuracy_table(report),
         "",
         "Mean and sample standard deviation (ddof=1) of the final `test/acc` over completed seeds; "
-        "95% CI of the mean = mean ± t(0.975, n-1) · std / √n (Student t; needs n ≥ 2). "
+        "95% CI of the mean = mean ± t(0.975, n-1) · std / √n (Student t; needs n ≥ 2; "
+        "not clipped to [0, 1]). "
         "Steps to target: first logged validation step with `val/acc` ≥ target, averaged over "
         "the seeds that reached it. Steps count optimizer steps done.",
         "",

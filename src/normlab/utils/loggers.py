@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+WANDB_INIT_TIMEOUT_S = 60  # bounded wait: a hung W&B service never stalls a sweep for long
 
 
 def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: list[str],
@@ -17,14 +21,33 @@ def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: li
         loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
     wandb_cfg = logger_cfg.wandb
     if wandb_cfg is not None and wandb_cfg.mode.value != "disabled":
-        loggers.append(WandbLogger(
+        import wandb
+
+        wandb_logger = WandbLogger(
             name=run_name, save_dir=str(run_dir), project=wandb_cfg.project,
             entity=wandb_cfg.entity, group=wandb_cfg.group or group,
             tags=[*tags, *wandb_cfg.tags], mode=wandb_cfg.mode.value, config=config,
-            log_model=wandb_cfg.log_model, reinit="finish_previous"))
+            log_model=wandb_cfg.log_model, reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S))
         # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
-        loggers[-1]._wandb_init.pop("anonymous", None)
+        wandb_logger._wandb_init.pop("anonymous", None)
+        if started(wandb_logger):
+            loggers.append(wandb_logger)
     return loggers
+
+
+def started(wandb_logger: WandbLogger) -> bool:
+    """Start the W&B run now, so an outage costs one warning here instead of a failed run.
+
+    Training goes on with CSV alone when W&B cannot start (no login, no network, a timeout).
+    """
+    try:
+        wandb_logger.experiment  # noqa: B018  (the property starts the run)
+    except Exception as exc:
+        log.warning("W&B could not start (%s: %s); continuing with CSV only",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return False
+    return True
 
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:

@@ -1,0 +1,156 @@
+"""Reliability: resume after SIGKILL / SIGTERM, determinism, divergence, W&B outage, sweeps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from test_cli import normlab
+
+# 3,000 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
+LONG = ["data.train_size=20000", "data.test_size=2000", "trainer.max_steps=3000",
+        "trainer.val_check_interval=250", "regularizer=[dropout]", "threads=1"]
+
+
+def start(run_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "normlab.train", *LONG, *extra,
+                             f"hydra.run.dir={run_dir}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until metrics.csv has a row at or past `step` (and a checkpoint exists)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        metrics = run_dir / "metrics.csv"
+        if (run_dir / "checkpoints" / "last.ckpt").is_file() and metrics.is_file():
+            steps = [int(line.split(",")[1]) for line in metrics.read_text().splitlines()[1:]
+                     if line.count(",") > 1 and line.split(",")[1].isdigit()]
+            if steps and max(steps) >= step:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The reference: the same run, never interrupted."""
+    root = tmp_path_factory.mktemp("reference")
+    env = dict(os.environ, NORMLAB_ROOT=str(root), WANDB_MODE="offline")
+    run_dir = root / "full"
+    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=env)
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+def same_result(a: Path, b: Path) -> None:
+    keep = ("test/acc", "test/loss", "val/acc_best", "steps", "status")
+    first, second = (json.loads((d / "result.json").read_text()) for d in (a, b))
+    assert {k: first[k] for k in keep} == {k: second[k] for k in keep}
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, cli_env, tmp_path):
+    run_dir = tmp_path / "killed"
+    process = start(run_dir, cli_env)
+    wait_for_step(run_dir, 1000, process)
+    process.kill()  # SIGKILL: no chance to clean up
+    process.wait()
+    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["resumed_from_step"] >= 1000
+    assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+    same_result(run_dir, uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(uninterrupted, cli_env, tmp_path):
+    run_dir = tmp_path / "preempted"
+    process = start(run_dir, cli_env)
+    wait_for_step(run_dir, 600, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "preempted"
+    assert "Traceback" not in stderr
+    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    same_result(run_dir, uninterrupted)
+    assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(run_training, tmp_path):
+    overrides = [*TINY, "regularizer=[dropout,augment]", "data=digits", "model=cnn"]
+    run_training(*overrides, run_dir=tmp_path / "a")
+    run_training(*overrides, run_dir=tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
+    run_training(*overrides, "seed=1", run_dir=tmp_path / "c")
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() != (tmp_path / "c" / "metrics.csv").read_bytes()
+
+
+def test_reproduce_command_confirms_a_finished_run(run_training, cli_env, tmp_path):
+    _, run_dir = run_training(*TINY)
+    done = normlab("normlab.reproduce", str(run_dir), env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "SAME" in done.stdout
+    metrics = run_dir / "metrics.csv"
+    metrics.write_text(metrics.read_text().replace("0.", "0.9", 1))  # tamper with one number
+    done = normlab("normlab.reproduce", str(run_dir), env=cli_env)
+    assert done.returncode == 1 and "DIFFERENT" in done.stdout
+
+
+def test_divergence_stops_cleanly_with_its_step(cli_env, tmp_path):
+    done = normlab("normlab.train", *TINY, "norm=none", "activation=relu", "optimizer.lr=1e9",
+                   "init=normal", "init.weight.std=10", f"hydra.run.dir={tmp_path / 'run'}", env=cli_env)
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("normlab: diverged")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "diverged" and result["diverged_at_step"] >= 0
+
+
+def test_wandb_that_cannot_start_leaves_csv_logging(run_training, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    result, run_dir = run_training(*TINY, "logger=wandb", "logger.wandb.mode=online")
+    assert result["status"] == "completed"
+    assert "val/acc" in (run_dir / "metrics.csv").read_text()
+
+
+def cells(sweep_root: Path) -> dict[str, Path]:
+    [sweep] = [p for p in sweep_root.iterdir() if p.is_dir()]
+    return {p.name: p for p in sweep.iterdir() if p.is_dir()}
+
+
+def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):
+    args = ["-m", *TINY, "seed=0,1", "norm=batch,none", "name=resume_check"]
+    assert normlab("normlab.train", *args, env=cli_env).returncode == 0
+    found = cells(tmp_path / "outputs" / "multirun" / "resume_check")
+    assert len(found) == 4
+    before = {name: (p / "result.json").stat().st_mtime_ns for name, p in found.items()}
+    killed, failed = sorted(found)[:2]
+    (found[killed] / "result.json").unlink()  # as if killed before it finished
+    (found[failed] / "result.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    assert normlab("normlab.train", *args, env=cli_env).returncode == 0
+    after = {name: (p / "result.json").stat().st_mtime_ns for name, p in found.items()}
+    for name in found:
+        status = json.loads((found[name] / "result.json").read_text())["status"]
+        assert status == "completed"
+        assert (after[name] == before[name]) == (name not in (killed, failed)), name
+    assert list((found[failed] / "attempts").glob("*/result.json"))  # the failed attempt is kept
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(cli_env, tmp_path):
+    done = normlab("normlab.train", "-m", *TINY, "data=synthetic,mnist", "data.download=false",
+                   "name=fail_check", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    statuses = {name: json.loads((p / "result.json").read_text())
+                for name, p in cells(tmp_path / "outputs" / "multirun" / "fail_check").items()}
+    assert sorted(r["status"] for r in statuses.values()) == ["completed", "failed"]
+    assert any("mnist files not found" in r.get("error", "") for r in statuses.values())

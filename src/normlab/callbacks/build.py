@@ -6,14 +6,13 @@ from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from normlab.callbacks.instruments import Instruments
 from normlab.callbacks.preemption import CheckpointOnPreemption
 
 
 def last_checkpoint(run_dir: Path) -> Path:
     """Where a run's latest checkpoint lives (what a re-run resumes from)."""
     return Path(run_dir) / "checkpoints" / "last.ckpt"
-
-from normlab.callbacks.instruments import Instruments
 
 
 def build_callbacks(cfg, run_dir: Path) -> list[Callback]:

@@ -19,30 +19,17 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
-from normlab.callbacks.activation_stats import layer_metrics
-from normlab.callbacks.bn_diagnostics import batch_norm_layers, running_stat_gap, test_time_metrics
+from normlab.callbacks.bn_diagnostics import test_time_metrics
 from normlab.callbacks.grad_stats import gradient_metrics, layer_weights, snapshot, update_ratios
+from normlab.callbacks.probe import histogram, probe_inputs, probe_metrics
 from normlab.config.errors import ConfigError
 from normlab.config.schema import ActivationName
 from normlab.models.build import hidden_blocks
-
-HISTOGRAM_BINS = 64
 
 
 def network(pl_module: pl.LightningModule) -> nn.Module:
     """The module's network; the original one when it was wrapped by torch.compile."""
     return getattr(pl_module.model, "_orig_mod", pl_module.model)
-
-
-def probe_inputs(datamodule: pl.LightningDataModule, size: int) -> torch.Tensor:
-    """The first `size` validation inputs (fewer when the split is smaller)."""
-    inputs, count = [], 0
-    for x, _ in datamodule.val_dataloader():
-        inputs.append(x)
-        count += len(x)
-        if count >= size:
-            break
-    return torch.cat(inputs)[:size]
 
 
 class Instruments(Callback):
@@ -74,7 +61,7 @@ class Instruments(Callback):
         if step % self.every_n_steps or self._step == step or not trainer.is_global_zero:
             return
         self._step = step
-        self._record_probe(network(pl_module), wandb_wanted=self.histograms and _wandb(trainer) is not None)
+        self._record_probe(network(pl_module), histograms=self.histograms and _wandb(trainer) is not None)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -101,49 +88,12 @@ class Instruments(Callback):
         if batches:
             pl_module.log_dict(test_time_metrics(network(pl_module), batches, self.shift))
 
-    @torch.no_grad()
-    def _probe_pass(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Inputs of every hidden block's `act` and `norm` on the probe batch, in eval mode.
-
-        Keys: block name -> (act input, act output), and `norm:<name>` -> (norm input, output).
-        """
-        captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def capture(key: str):
-            def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-                captured[key] = (args[0], output)
-            return hook
-
-        handles = [block.act.register_forward_hook(capture(name))
-                   for name, block in hidden_blocks(model).items()]
-        handles += [norm.register_forward_hook(capture(f"norm:{name}"))
-                    for name, norm in batch_norm_layers(model).items()]
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
-        try:
-            model(self.probe)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module, training in modes.items():
-                module.training = training
-        return captured
-
-    @torch.no_grad()
-    def _record_probe(self, model: nn.Module, *, wandb_wanted: bool) -> None:
-        captured = self._probe_pass(model)
-        norms = batch_norm_layers(model)
-        for name, (preact, output) in captured.items():
-            if name.startswith("norm:"):
-                layer = name.removeprefix("norm:")
-                self._metrics.update(running_stat_gap(layer, norms[layer], preact))
-                continue
-            self._metrics.update(layer_metrics(name, preact, output, activation=self.activation,
-                                               typical_unit=self.typical_unit, margin=self.margin))
-            if wandb_wanted:
-                low, high = torch.stack([preact.min(), preact.max()]).tolist()
-                counts = torch.histc(preact.float(), HISTOGRAM_BINS, low, high)
-                self._hist[f"act/{name}/hist"] = counts, torch.linspace(low, high, HISTOGRAM_BINS + 1)
+    def _record_probe(self, model: nn.Module, *, histograms: bool) -> None:
+        metrics, preactivations = probe_metrics(model, self.probe, activation=self.activation,
+                                                typical_unit=self.typical_unit, margin=self.margin)
+        self._metrics.update(metrics)
+        if histograms:
+            self._hist = {f"act/{name}/hist": histogram(values) for name, values in preactivations.items()}
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
         """One host sync for all scalars; CSV gets scalars, W&B also the histograms."""

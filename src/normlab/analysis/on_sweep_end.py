@@ -1,0 +1,32 @@
+"""Hydra callback: every sweep ends with its report (tables, figures) and a summary line per
+configuration on the terminal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class ReportOnSweepEnd(Callback):
+    """Runs `normlab.report` on the sweep folder once all cells have finished."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from normlab.analysis.report import build_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = build_report(sweep_dir)
+        except Exception as exc:  # a report problem must not turn a finished sweep into a failure
+            log.warning("no report for %s (%s: %s); retry with `python -m normlab.report %s`",
+                        sweep_dir, type(exc).__name__, exc, sweep_dir)
+            return
+        for row in report.summary.itertuples():
+            print(f"{row.configuration:<40} test/acc {row.test_acc_mean:.4f} ± {row.test_acc_std:.4f}"
+                  f" (n={row.n_seeds})")
+        print(f"report: {report.out_dir / 'report.md'}")

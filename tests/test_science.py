@@ -1,0 +1,37 @@
+"""The published shape of the headline ablation, at small scale (slow: `make test-all`).
+
+Thresholds come from real runs (README "Results": sigmoid BN 0.841 vs none 0.568, relu BN
+0.863 vs none 0.846 at 3,000 steps, 3 seeds) with room for seed noise; the preset is not tuned
+to the test.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def mean_test_acc(sweep: Path, activation: str, norm: str) -> float:
+    values = [json.loads((cell / "result.json").read_text())["test/acc"]
+              for cell in sweep.glob(f"activation={activation},norm={norm},seed=*")]
+    assert len(values) == 3
+    return sum(values) / len(values)
+
+
+def test_bn_matters_for_sigmoid_not_for_relu(tmp_path):
+    env = dict(os.environ, NORMLAB_ROOT=str(tmp_path), WANDB_MODE="offline")
+    done = subprocess.run([sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"],
+                          env=env, capture_output=True, text=True, timeout=1800, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [sweep] = (tmp_path / "outputs" / "multirun" / "bn_sigmoid_vs_relu").iterdir()
+    sigmoid_gap = mean_test_acc(sweep, "sigmoid", "batch") - mean_test_acc(sweep, "sigmoid", "none")
+    relu_gap = mean_test_acc(sweep, "relu", "batch") - mean_test_acc(sweep, "relu", "none")
+    assert sigmoid_gap >= 0.10, sigmoid_gap
+    assert abs(relu_gap) <= 0.05, relu_gap
+    assert (sweep / "report" / "report.md").is_file()
+    assert (sweep / "report" / "val_acc.png").stat().st_size > 10_000

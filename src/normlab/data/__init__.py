@@ -1,0 +1,1 @@
+"""Data: raw sources -> splits -> preprocessing -> resident-tensor batches."""

@@ -1,0 +1,125 @@
+"""LightningDataModule over resident tensors: load, split, preprocess once, slice batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from normlab.config.schema import DatasetName
+from normlab.data.batches import ResidentBatches
+from normlab.data.errors import DataError
+from normlab.data.preprocess import Preprocessor
+from normlab.data.sources import (
+    RawData,
+    load_digits_dataset,
+    load_idx_dataset,
+    load_mnist1d_dataset,
+    load_synthetic_dataset,
+)
+
+log = logging.getLogger(__name__)
+
+
+def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
+    """Load `data.name` (or, when its files are absent, `data.fallback`); return it and its name."""
+    try:
+        return load_named(DatasetName(cfg.name), cfg, data_dir), DatasetName(cfg.name).value
+    except DataError as exc:
+        if cfg.get("fallback") is None:
+            raise
+        fallback = DatasetName(cfg.fallback)
+        log.warning("data=%s unavailable (%s); using data.fallback=%s", cfg.name, exc, fallback.value)
+        return load_named(fallback, cfg, data_dir), fallback.value
+
+
+def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
+    """Dispatch on the dataset name to its loader."""
+    if name in (DatasetName.fashion_mnist, DatasetName.mnist):
+        download_ok = name is DatasetName.mnist and cfg.download
+        return load_idx_dataset(name.value, cfg.root, data_dir, download_ok, cfg.get("mirror"))
+    if name is DatasetName.digits:
+        return load_digits_dataset(cfg.test_size or 360, cfg.split_seed)
+    if name is DatasetName.mnist1d:
+        return load_mnist1d_dataset(cfg.num_samples or 5000, cfg.split_seed, data_dir)
+    return load_synthetic_dataset(cfg.num_samples or 1200, cfg.num_features or 20,
+                                  cfg.num_classes or 4, cfg.test_size or 200, cfg.split_seed)
+
+
+class ResidentDataModule(pl.LightningDataModule):
+    """Train / val / test tensors held in memory, moved once to the training device."""
+
+    def __init__(self, cfg, data_dir: Path, order_seed: int):
+        super().__init__()
+        self.cfg, self.data_dir, self.order_seed = cfg, Path(data_dir), order_seed
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.num_classes = 0
+        self.dataset_name = DatasetName(cfg.name).value  # the fallback's name when it was used
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. (1, 28, 28) for images or (40,) for MNIST-1D."""
+        return tuple(self.tensors["train"][0].shape[1:])
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, split and preprocess (once; later calls are free)."""
+        if self.tensors:
+            return
+        cfg = self.cfg
+        raw, self.dataset_name = load_raw(cfg, self.data_dir)
+        pool_size = len(raw.y_pool)
+        if cfg.val_size >= pool_size:
+            raise DataError(f"data.val_size={cfg.val_size} leaves no training examples "
+                            f"({cfg.name} has {pool_size}); lower data.val_size")
+        order = np.random.default_rng(cfg.split_seed).permutation(pool_size)
+        val_idx, train_idx = order[:cfg.val_size], order[cfg.val_size:]
+        if cfg.train_size:
+            train_idx = train_idx[:cfg.train_size]
+        x_test, y_test = raw.x_test, raw.y_test
+        if cfg.test_size and self.dataset_name != DatasetName.digits.value:
+            x_test, y_test = x_test[:cfg.test_size], y_test[:cfg.test_size]
+        prep = Preprocessor(cfg.preprocess, raw.max_value, cfg.per_feature, cfg.zca_epsilon)
+        prep.fit(raw.x_pool[train_idx])
+        splits = {"train": (raw.x_pool[train_idx], raw.y_pool[train_idx]),
+                  "val": (raw.x_pool[val_idx], raw.y_pool[val_idx]),
+                  "test": (x_test, y_test)}
+        self.tensors = {
+            split: (torch.from_numpy(prep.transform(x)), torch.from_numpy(y.astype(np.int64)))
+            for split, (x, y) in splits.items()
+        }
+        self.num_classes = raw.num_classes
+
+    def _on_device(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # Moved once, so a GPU run pays no host-to-device copy per step.
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        x, y = self.tensors[split]
+        if x.device != device:
+            self.tensors[split] = x, y = x.to(device), y.to(device)
+        return x, y
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> ResidentBatches:
+        x, y = self._on_device("train")
+        rank, world = self._rank_and_world()
+        if len(y) < self.cfg.batch_size:
+            raise DataError(f"data.batch_size={self.cfg.batch_size} exceeds the {len(y)} "
+                            "training examples; lower data.batch_size")
+        trainer = self.trainer
+        return ResidentBatches(x, y, self.cfg.batch_size, shuffle=True, drop_last=True,
+                               seed=self.order_seed, rank=rank, world_size=world,
+                               steps_done=(lambda: trainer.global_step) if trainer else None)
+
+    def val_dataloader(self) -> ResidentBatches:
+        x, y = self._on_device("val")
+        return ResidentBatches(x, y, self.cfg.eval_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> ResidentBatches:
+        x, y = self._on_device("test")
+        return ResidentBatches(x, y, self.cfg.eval_batch_size, shuffle=False, drop_last=False)

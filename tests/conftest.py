@@ -11,12 +11,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from normlab.paths import CONFIG_DIR, REPO_DIR  # noqa: E402
-import normlab.train  # noqa: E402, F401  (registers the schema and the uid resolver)
-from normlab.pipeline import train  # noqa: E402
+import normlab.train  # noqa: F401  (registers the schema and the uid resolver)
+from normlab.paths import CONFIG_DIR, REPO_DIR
+from normlab.pipeline import train
 
 TINY = ["data=synthetic", "trainer=debug"]
 
@@ -33,8 +33,10 @@ def compose_cfg(tmp_path, data_dir):
 
     def _compose(*overrides: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
-            return compose("train", overrides=[
-                f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides])
+            return compose(
+                "train",
+                overrides=[f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides],
+            )
 
     return _compose
 
@@ -54,6 +56,11 @@ def run_training(compose_cfg, tmp_path):
 @pytest.fixture
 def cli_env(tmp_path, data_dir) -> dict[str, str]:
     """Environment for `python -m normlab.*` subprocesses: outputs in tmp, W&B offline."""
-    env = dict(os.environ, NORMLAB_ROOT=str(tmp_path), WANDB_MODE="offline", WANDB_SILENT="true",
-               PYTHONPATH=str(REPO_DIR / "src"))
+    env = dict(
+        os.environ,
+        NORMLAB_ROOT=str(tmp_path),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        PYTHONPATH=str(REPO_DIR / "src"),
+    )
     return env

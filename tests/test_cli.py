@@ -7,8 +7,14 @@ import pytest
 
 
 def normlab(module: str, *args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_cli_run_prints_accuracy_and_leaves_one_run_folder(cli_env, tmp_path):
@@ -16,16 +22,28 @@ def test_cli_run_prints_accuracy_and_leaves_one_run_folder(cli_env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "test/acc=" in done.stdout
     [run_dir] = (tmp_path / "outputs" / "runs").iterdir()
-    for name in ("config.yaml", "provenance.json", "metrics.csv", "result.json", ".hydra/overrides.yaml"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.csv",
+        "result.json",
+        ".hydra/overrides.yaml",
+    ):
         assert (run_dir / name).is_file(), name
 
 
-@pytest.mark.parametrize(("args", "key"), [
-    (["norm=nope"], "norm/nope"),
-    (["optimizer.lr=-1"], "optimizer.lr"),
-    (["-m", "seed=0,1", "regularizer=[dropout]", "regularizer.dropout.p=1.5"], "regularizer.dropout.p"),
-    (["data.root=/nonexistent", "trainer=debug"], "make data"),
-])
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["norm=nope"], "norm/nope"),
+        (["optimizer.lr=-1"], "optimizer.lr"),
+        (
+            ["-m", "seed=0,1", "regularizer=[dropout]", "regularizer.dropout.p=1.5"],
+            "regularizer.dropout.p",
+        ),
+        (["data.root=/nonexistent", "trainer=debug"], "make data"),
+    ],
+)
 def test_cli_error_is_one_line_with_exit_code_2(args, key, cli_env):
     done = normlab("normlab.train", *args, env=cli_env)
     assert done.returncode == 2

@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY
 
+from conftest import TINY
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate
@@ -21,11 +21,37 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_the_documented_options():
     assert options("norm") == ["batch", "group", "layer", "none"]
-    assert options("activation") == ["elu", "gelu", "identity", "leaky_relu", "relu", "sigmoid", "tanh"]
-    assert set(options("init")) >= {"default", "zeros", "constant", "normal", "uniform", "xavier_uniform",
-                                     "xavier_normal", "lecun_normal", "he_uniform", "he_normal", "orthogonal"}
+    assert options("activation") == [
+        "elu",
+        "gelu",
+        "identity",
+        "leaky_relu",
+        "relu",
+        "sigmoid",
+        "tanh",
+    ]
+    assert set(options("init")) >= {
+        "default",
+        "zeros",
+        "constant",
+        "normal",
+        "uniform",
+        "xavier_uniform",
+        "xavier_normal",
+        "lecun_normal",
+        "he_uniform",
+        "he_normal",
+        "orthogonal",
+    }
     assert set(options("optimizer")) >= {"sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"}
-    assert set(options("scheduler")) >= {"none", "inverse_time", "exponential", "inverse_sqrt", "step", "cosine"}
+    assert set(options("scheduler")) >= {
+        "none",
+        "inverse_time",
+        "exponential",
+        "inverse_sqrt",
+        "step",
+        "cosine",
+    }
     assert set(options("data")) == {"fashion_mnist", "mnist", "digits", "mnist1d", "synthetic"}
 
 
@@ -48,18 +74,21 @@ def test_seed_zero_is_a_seed(compose_cfg):
     assert run_seeds(compose_cfg("seed=5", "seed_init=0")).init == 0
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    (["norm=foo"], "norm/foo"),
-    (["optimizer.lr=-0.1"], "optimizer.lr"),
-    (["optimizer.lr=abc"], "optimizer.lr"),
-    (["regularizer=[dropout]", "regularizer.dropout.p=1.0"], "regularizer.dropout.p"),
-    (["norm=group", "norm.num_groups=7"], "norm.num_groups"),
-    (["norm.momentum=abc"], "norm.momentum"),
-    (["norm.bogus=1"], "norm.bogus"),
-    (["data.batch_size=0"], "data.batch_size"),
-    (["optimizer=adam", "optimizer.betas=[0.9,1.5]"], "optimizer"),
-    (["optimizer.nonsense=3"], "nonsense"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        (["norm=foo"], "norm/foo"),
+        (["optimizer.lr=-0.1"], "optimizer.lr"),
+        (["optimizer.lr=abc"], "optimizer.lr"),
+        (["regularizer=[dropout]", "regularizer.dropout.p=1.0"], "regularizer.dropout.p"),
+        (["norm=group", "norm.num_groups=7"], "norm.num_groups"),
+        (["norm.momentum=abc"], "norm.momentum"),
+        (["norm.bogus=1"], "norm.bogus"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["optimizer=adam", "optimizer.betas=[0.9,1.5]"], "optimizer"),
+        (["optimizer.nonsense=3"], "nonsense"),
+    ],
+)
 def test_invalid_config_fails_naming_the_key(override, key):
     with pytest.raises(ConfigError) as caught:
         compose_checked(str(CONFIG_DIR), "train", override)
@@ -69,8 +98,11 @@ def test_invalid_config_fails_naming_the_key(override, key):
 
 def test_multirun_is_checked_on_its_first_cell():
     assert first_cell(["seed=0,1,2", "norm=batch,none", "hydra/launcher=basic", "+x=1"]) == [
-        "seed=0", "norm=batch", "+x=1"]
-    with pytest.raises(ConfigError, match="norm.num_groups"):
+        "seed=0",
+        "norm=batch",
+        "+x=1",
+    ]
+    with pytest.raises(ConfigError, match=r"norm\.num_groups"):
         compose_checked(str(CONFIG_DIR), "train", ["norm=group", "norm.num_groups=7,10"])
 
 
@@ -78,7 +110,8 @@ def test_new_optimizer_is_one_yaml_file(tmp_path, run_training):
     config_dir = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, config_dir)
     (config_dir / "optimizer" / "adagrad.yaml").write_text(
-        "_target_: torch.optim.Adagrad\n_partial_: true\nlr: 0.05\n")
+        "_target_: torch.optim.Adagrad\n_partial_: true\nlr: 0.05\n"
+    )
     result, run_dir = run_training(*TINY, "optimizer=adagrad", config_dir=config_dir)
     assert result["status"] == "completed"
     assert "torch.optim.Adagrad" in (run_dir / "config.yaml").read_text()
@@ -93,9 +126,22 @@ def test_missing_fashion_mnist_says_how_to_get_it(run_training, tmp_path):
 
 def test_readme_option_table_matches_conf():
     readme = (Path(CONFIG_DIR).parent / "README.md").read_text()
-    for group in ("data", "model", "norm", "activation", "init", "optimizer", "scheduler",
-                  "regularizer", "trainer", "logger", "callbacks"):
-        row = next((line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None)
+    for group in (
+        "data",
+        "model",
+        "norm",
+        "activation",
+        "init",
+        "optimizer",
+        "scheduler",
+        "regularizer",
+        "trainer",
+        "logger",
+        "callbacks",
+    ):
+        row = next(
+            (line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None
+        )
         assert row is not None, f"README lacks a table row for {group}"
         listed = {cell.strip(" `") for cell in row.split("|")[3].split(",")}
         assert listed == set(options(group)), group

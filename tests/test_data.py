@@ -67,14 +67,14 @@ def test_idx_round_trip(tmp_path):
 def test_truncated_idx_names_the_file(tmp_path):
     path = tmp_path / "cut.idx"
     path.write_bytes(idx_bytes(np.zeros((5, 28, 28)))[:-10])
-    with pytest.raises(DataError, match="cut.idx.*truncated"):
+    with pytest.raises(DataError, match=r"cut\.idx.*truncated"):
         read_idx(path)
 
 
 def test_truncated_gzip_names_the_file(tmp_path):
     path = tmp_path / "cut.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros((5, 28, 28))))[:-30])
-    with pytest.raises(DataError, match="cut.gz"):
+    with pytest.raises(DataError, match=r"cut\.gz"):
         read_idx(path)
 
 
@@ -141,7 +141,14 @@ def test_batches_cover_an_epoch_and_reshuffle_by_epoch():
 def test_ranks_split_each_global_batch():
     x, y = torch.arange(60).float()[:, None], torch.arange(60)
     whole = [b for _, b in ResidentBatches(x, y, 6, shuffle=True, drop_last=True, seed=1)]
-    halves = [[b for _, b in ResidentBatches(x, y, 6, shuffle=True, drop_last=True, seed=1,
-                                             rank=r, world_size=2)] for r in (0, 1)]
+    halves = [
+        [
+            b
+            for _, b in ResidentBatches(
+                x, y, 6, shuffle=True, drop_last=True, seed=1, rank=r, world_size=2
+            )
+        ]
+        for r in (0, 1)
+    ]
     for batch, first, second in zip(whole, *halves, strict=True):
         assert torch.equal(batch, torch.cat([first, second]))

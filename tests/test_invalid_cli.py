@@ -1,6 +1,7 @@
 """At least 20 invalid command lines: each exits 2 with one clear line naming the key."""
 
 import pytest
+
 from test_cli import normlab
 
 INVALID = [
@@ -22,9 +23,15 @@ INVALID = [
     (["optimizer.nonsense=1"], "nonsense"),
     (["regularizer=[dropout]", "regularizer.dropout.p=1.0"], "regularizer.dropout.p"),
     (["regularizer=[dropconnect]", "regularizer.dropconnect.p=-0.1"], "regularizer.dropconnect.p"),
-    (["regularizer=[label_smoothing]", "regularizer.label_smoothing.value=1"], "regularizer.label_smoothing.value"),
+    (
+        ["regularizer=[label_smoothing]", "regularizer.label_smoothing.value=1"],
+        "regularizer.label_smoothing.value",
+    ),
     (["regularizer=[l2]", "regularizer.l2.strength=-1"], "regularizer.l2.strength"),
-    (["regularizer=[grad_clip]", "regularizer.grad_clip.algorithm=max"], "regularizer.grad_clip.algorithm"),
+    (
+        ["regularizer=[grad_clip]", "regularizer.grad_clip.algorithm=max"],
+        "regularizer.grad_clip.algorithm",
+    ),
     (["norm=group", "norm.num_groups=7"], "norm.num_groups"),
     (["norm=batch", "data.batch_size=1"], "data.batch_size"),
     (["norm.placement=sideways"], "norm.placement"),

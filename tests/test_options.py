@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from conftest import TINY
 from test_config import options
 

@@ -9,29 +9,45 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import TINY
 from test_cli import normlab
 
 # 3,000 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
-LONG = ["data.train_size=20000", "data.test_size=2000", "trainer.max_steps=3000",
-        "trainer.val_check_interval=250", "regularizer=[dropout]", "threads=1"]
+LONG = [
+    "data.train_size=20000",
+    "data.test_size=2000",
+    "trainer.max_steps=3000",
+    "trainer.val_check_interval=250",
+    "regularizer=[dropout]",
+    "threads=1",
+]
 
 
 def start(run_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "normlab.train", *LONG, *extra,
-                             f"hydra.run.dir={run_dir}"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "normlab.train", *LONG, *extra, f"hydra.run.dir={run_dir}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_step(
+    run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120
+) -> None:
     """Block until metrics.csv has a row at or past `step` (and a checkpoint exists)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be interrupted"
         metrics = run_dir / "metrics.csv"
         if (run_dir / "checkpoints" / "last.ckpt").is_file() and metrics.is_file():
-            steps = [int(line.split(",")[1]) for line in metrics.read_text().splitlines()[1:]
-                     if line.count(",") > 1 and line.split(",")[1].isdigit()]
+            steps = [
+                int(line.split(",")[1])
+                for line in metrics.read_text().splitlines()[1:]
+                if line.count(",") > 1 and line.split(",")[1].isdigit()
+            ]
             if steps and max(steps) >= step:
                 return
         time.sleep(0.05)
@@ -89,9 +105,13 @@ def test_same_config_and_seed_give_bit_identical_metrics(run_training, tmp_path)
     overrides = [*TINY, "regularizer=[dropout,augment]", "data=digits", "model=cnn"]
     run_training(*overrides, run_dir=tmp_path / "a")
     run_training(*overrides, run_dir=tmp_path / "b")
-    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (
+        tmp_path / "b" / "metrics.csv"
+    ).read_bytes()
     run_training(*overrides, "seed=1", run_dir=tmp_path / "c")
-    assert (tmp_path / "a" / "metrics.csv").read_bytes() != (tmp_path / "c" / "metrics.csv").read_bytes()
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() != (
+        tmp_path / "c" / "metrics.csv"
+    ).read_bytes()
 
 
 def test_reproduce_command_confirms_a_finished_run(run_training, cli_env, tmp_path):
@@ -106,8 +126,17 @@ def test_reproduce_command_confirms_a_finished_run(run_training, cli_env, tmp_pa
 
 
 def test_divergence_stops_cleanly_with_its_step(cli_env, tmp_path):
-    done = normlab("normlab.train", *TINY, "norm=none", "activation=relu", "optimizer.lr=1e9",
-                   "init=normal", "init.weight.std=10", f"hydra.run.dir={tmp_path / 'run'}", env=cli_env)
+    done = normlab(
+        "normlab.train",
+        *TINY,
+        "norm=none",
+        "activation=relu",
+        "optimizer.lr=1e9",
+        "init=normal",
+        "init.weight.std=10",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env=cli_env,
+    )
     assert done.returncode == 3
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("normlab: diverged")
@@ -147,10 +176,19 @@ def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(cli_env, tmp_path):
-    done = normlab("normlab.train", "-m", *TINY, "data=synthetic,mnist", "data.download=false",
-                   "name=fail_check", env=cli_env)
+    done = normlab(
+        "normlab.train",
+        "-m",
+        *TINY,
+        "data=synthetic,mnist",
+        "data.download=false",
+        "name=fail_check",
+        env=cli_env,
+    )
     assert done.returncode == 0, done.stderr
-    statuses = {name: json.loads((p / "result.json").read_text())
-                for name, p in cells(tmp_path / "outputs" / "multirun" / "fail_check").items()}
+    statuses = {
+        name: json.loads((p / "result.json").read_text())
+        for name, p in cells(tmp_path / "outputs" / "multirun" / "fail_check").items()
+    }
     assert sorted(r["status"] for r in statuses.values()) == ["completed", "failed"]
     assert any("mnist files not found" in r.get("error", "") for r in statuses.values())

@@ -17,16 +17,24 @@ pytestmark = pytest.mark.slow
 
 
 def mean_test_acc(sweep: Path, activation: str, norm: str) -> float:
-    values = [json.loads((cell / "result.json").read_text())["test/acc"]
-              for cell in sweep.glob(f"activation={activation},norm={norm},seed=*")]
+    values = [
+        json.loads((cell / "result.json").read_text())["test/acc"]
+        for cell in sweep.glob(f"activation={activation},norm={norm},seed=*")
+    ]
     assert len(values) == 3
     return sum(values) / len(values)
 
 
 def test_bn_matters_for_sigmoid_not_for_relu(tmp_path):
     env = dict(os.environ, NORMLAB_ROOT=str(tmp_path), WANDB_MODE="offline")
-    done = subprocess.run([sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"],
-                          env=env, capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [sweep] = (tmp_path / "outputs" / "multirun" / "bn_sigmoid_vs_relu").iterdir()
     sigmoid_gap = mean_test_acc(sweep, "sigmoid", "batch") - mean_test_acc(sweep, "sigmoid", "none")

@@ -10,6 +10,12 @@ def test_tiny_run_fills_the_run_folder(run_training):
     assert result["status"] == "completed"
     assert result["steps"] == 20
     assert 0.0 <= result["test/acc"] <= 1.0
-    for name in ("config.yaml", "provenance.json", "metrics.csv", "result.json", "checkpoints/last.ckpt"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.csv",
+        "result.json",
+        "checkpoints/last.ckpt",
+    ):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "result.json").read_text())["test/acc"] == result["test/acc"]

@@ -22,6 +22,8 @@ def test_offline_run_holds_metrics_and_resolved_config(run_training):
 def test_two_runs_in_one_process_get_two_wandb_runs(run_training, tmp_path):
     run_training(*TINY, "logger=wandb", run_dir=tmp_path / "one")
     run_training(*TINY, "logger=wandb", "seed=1", run_dir=tmp_path / "two")
-    ids = [next(r["run"]["run_id"] for r in wandb_records(tmp_path / d) if r["type"] == "run")
-           for d in ("one", "two")]
+    ids = [
+        next(r["run"]["run_id"] for r in wandb_records(tmp_path / d) if r["type"] == "run")
+        for d in ("one", "two")
+    ]
     assert ids[0] != ids[1]

@@ -11,8 +11,13 @@ def wandb_records(run_dir: Path) -> list[dict]:
     """Every record of the run's .wandb log, as dicts."""
     [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     binary = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
-    done = subprocess.run([binary, "leet", "inspect", "--json", str(log)], capture_output=True,
-                          text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [binary, "leet", "inspect", "--json", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 

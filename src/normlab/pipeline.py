@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from normlab.config.validate import validate
 from normlab.callbacks.build import build_callbacks, last_checkpoint
+from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
 from normlab.lit.module import Diverged
@@ -26,8 +28,8 @@ from normlab.models.build import build_model
 from normlab.models.initialization import initialize
 from normlab.paths import REPO_DIR
 from normlab.utils.files import write_json_atomic, write_text_atomic
-from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
 from normlab.utils.loggers import build_loggers, finish_wandb
+from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
 from normlab.utils.provenance import write_provenance
 from normlab.utils.seeding import run_seeds
 from normlab.utils.threads import apply_thread_policy
@@ -37,8 +39,11 @@ log = logging.getLogger("normlab")
 
 def _quiet_lightning() -> None:
     """Drop start-up banners that repeat on every run and say nothing about this one."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
-                 "lightning_fabric.utilities.seed"):
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "pytorch_lightning.accelerators.cuda",
+        "lightning_fabric.utilities.seed",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -49,15 +54,24 @@ def _quiet_lightning() -> None:
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """`cfg.trainer` plus gradient clipping from the regularizer group."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs = {key: value for key, value in kwargs.items() if value is not None or key == "check_val_every_n_epoch"}
+    kwargs = {
+        key: value
+        for key, value in kwargs.items()
+        if value is not None or key == "check_val_every_n_epoch"
+    }
     clip = cfg.regularizer.get("grad_clip")
     if clip is not None:
         kwargs.update(gradient_clip_val=clip.value, gradient_clip_algorithm=clip.algorithm.value)
     return kwargs
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and test one configuration; write the run folder; return result.json's content."""
+def train(
+    cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, Any]:
+    """Train and test one configuration; write the run folder; return result.json's content.
+
+    `extra_callbacks` join the configured ones (the benchmark's loop timer uses this).
+    """
     started = time.time()
     validate(cfg)
     _quiet_lightning()
@@ -66,13 +80,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     seeds = run_seeds(cfg)
     threads = apply_thread_policy(cfg.threads)
-    write_provenance(run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data})
+    write_provenance(
+        run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data}
+    )
 
     datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
     datamodule.setup()
     pl.seed_everything(seeds.init, verbose=False)
     network = build_model(cfg, datamodule.input_shape, datamodule.num_classes)
     initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    if cfg.compile:
+        # the wrapper shares the parameters; instruments reach the eager network as `_orig_mod`
+        network = torch.compile(network)
     module = build_module(cfg, network, datamodule.num_classes, datamodule.input_shape, resolved)
     # dropout and augmentation draws come from the data seed, independent of the init seed
     pl.seed_everything(seeds.data, verbose=False)
@@ -82,8 +101,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     resumed_at = checkpoint_step(checkpoint) if resume_from else None
     earlier_metrics = set_aside_metrics(run_dir, resumed_at) if resume_from else None
     loggers = build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), resolved)
-    trainer = pl.Trainer(**trainer_kwargs(cfg), logger=loggers or False,
-                         callbacks=build_callbacks(cfg, run_dir), default_root_dir=str(run_dir))
+    trainer = pl.Trainer(
+        **trainer_kwargs(cfg),
+        logger=loggers or False,
+        callbacks=[*build_callbacks(cfg, run_dir), *extra_callbacks],
+        default_root_dir=str(run_dir),
+    )
     status, tested, problem = "completed", {}, {}
     try:
         if resume_from:
@@ -94,7 +117,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         status, problem = "diverged", {"error": str(exc), "diverged_at_step": exc.step}
         log.error("diverged: %s", exc)
     except SIGTERMException:
-        status, problem = "preempted", {"error": "SIGTERM: checkpoint saved; re-run the same command to resume"}
+        status, problem = (
+            "preempted",
+            {"error": "SIGTERM: checkpoint saved; re-run the same command to resume"},
+        )
         log.warning("preempted at step %d; checkpoint saved to %s", trainer.global_step, checkpoint)
     finally:
         finish_wandb(loggers, exit_code=0 if status == "completed" else 1)

@@ -77,7 +77,9 @@ def main() -> None:
     if difference:
         print(f"DIFFERENT: {difference}")
         sys.exit(1)
-    print("SAME: every logged metric matches" + (f" within {args.atol}" if args.atol else " exactly"))
+    print(
+        "SAME: every logged metric matches" + (f" within {args.atol}" if args.atol else " exactly")
+    )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ class CellLock:
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as handle:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle)
+                json.dump(
+                    {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle
+                )
             self.held = True
             return True
         return False
@@ -79,7 +81,9 @@ class CellLock:
             owner = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             return True
-        return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", 0)))
+        return owner.get("host") == socket.gethostname() and not _pid_alive(
+            int(owner.get("pid", 0))
+        )
 
     def release(self) -> None:
         if self.held:

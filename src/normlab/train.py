@@ -29,9 +29,24 @@ register_schemas()
 register_resolvers()
 
 # Hydra's own command-line flags: with these, Hydra does something other than a plain run
-_HYDRA_FLAGS_SKIPPING_PRECHECK = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
-                                  "--shell-completion", "-sc", "--config-path", "-cp",
-                                  "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_HYDRA_FLAGS_SKIPPING_PRECHECK = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 
 
 def fail(kind: str, message: str) -> None:
@@ -58,12 +73,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
         fail(kind, str(exc))
     if result["status"] != "completed":
         # diverged: exit 3; preempted (SIGTERM, e.g. SLURM): 143 like a terminated process
-        print(f"normlab: {result['status']}: {result['error']} (run_dir={run_dir})", file=sys.stderr)
+        print(
+            f"normlab: {result['status']}: {result['error']} (run_dir={run_dir})", file=sys.stderr
+        )
         sys.exit(3 if result["status"] == "diverged" else 143)
     best = result["val/acc_best"]
-    print(f"test/acc={result['test/acc']:.4f} test/loss={result['test/loss']:.4f} "
-          f"val/acc_best={'n/a' if best is None else f'{best:.4f}'} steps={result['steps']} "
-          f"time={result['wall_time_s']:.1f}s run_dir={run_dir}")
+    print(
+        f"test/acc={result['test/acc']:.4f} test/loss={result['test/loss']:.4f} "
+        f"val/acc_best={'n/a' if best is None else f'{best:.4f}'} steps={result['steps']} "
+        f"time={result['wall_time_s']:.1f}s run_dir={run_dir}"
+    )
     return best
 
 

@@ -23,10 +23,17 @@ class ReportOnSweepEnd(Callback):
         try:
             report = build_report(sweep_dir)
         except Exception as exc:  # a report problem must not turn a finished sweep into a failure
-            log.warning("no report for %s (%s: %s); retry with `python -m normlab.report %s`",
-                        sweep_dir, type(exc).__name__, exc, sweep_dir)
+            log.warning(
+                "no report for %s (%s: %s); retry with `python -m normlab.report %s`",
+                sweep_dir,
+                type(exc).__name__,
+                exc,
+                sweep_dir,
+            )
             return
         for row in report.summary.itertuples():
-            print(f"{row.configuration:<40} test/acc {row.test_acc_mean:.4f} ± {row.test_acc_std:.4f}"
-                  f" (n={row.n_seeds})")
+            print(
+                f"{row.configuration:<40} test/acc {row.test_acc_mean:.4f} ± {row.test_acc_std:.4f}"
+                f" (n={row.n_seeds})"
+            )
         print(f"report: {report.out_dir / 'report.md'}")

@@ -15,7 +15,8 @@ class CheckpointOnPreemption(Callback):
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)

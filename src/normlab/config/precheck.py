@@ -20,8 +20,11 @@ _NOISE = ("Config search path", "provider=", "reference_type=", "object_type=", 
 
 
 def _options_hint(message: str) -> str:
-    options = [line.strip() for line in message.splitlines() if line.startswith("\t")
-               and "provider=" not in line]
+    options = [
+        line.strip()
+        for line in message.splitlines()
+        if line.startswith("\t") and "provider=" not in line
+    ]
     return f"; available: {', '.join(options)}" if options else ""
 
 
@@ -35,8 +38,11 @@ def explain(exc: BaseException) -> str:
         if error is None:
             continue
         text = getattr(error, "msg", None) or str(error)
-        parts += [line.strip() for line in text.splitlines()
-                  if line.strip() and not line.strip().startswith(_NOISE)]
+        parts += [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith(_NOISE)
+        ]
         key = getattr(error, "full_key", None)
         if key:
             parts.append(f"key: {key}")

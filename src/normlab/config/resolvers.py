@@ -13,5 +13,7 @@ def register_resolvers() -> None:
     """`${uid:}`: a short random id, cached so every read in one process (and Hydra's copied
     sweep cache) agrees; it keeps run folders started in the same second apart.
     `${repo_root:}`: the checkout's root, the default home of data/ and outputs/."""
-    OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver(
+        "uid", lambda: secrets.token_hex(3), use_cache=True, replace=True
+    )
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_DIR), replace=True)

@@ -99,7 +99,9 @@ class DataConfig:
     num_classes: int | None = bounded(None, ge=2)  # synthetic only
     download: bool = True  # mnist: fetch the official files (checksummed) when missing
     mirror: str | None = None  # mnist: a mirror URL tried before the official ones
-    fallback: DatasetName | None = None  # used (with a warning) when this dataset's files are absent
+    fallback: DatasetName | None = (
+        None  # used (with a warning) when this dataset's files are absent
+    )
 
 
 @dataclass

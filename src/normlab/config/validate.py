@@ -17,8 +17,12 @@ from normlab.config.errors import ConfigError
 from normlab.config.schema import TrainConfig
 
 _BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-_BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b,
-               "le": lambda v, b: v <= b, "lt": lambda v, b: v < b}
+_BOUND_TEST = {
+    "ge": lambda v, b: v >= b,
+    "gt": lambda v, b: v > b,
+    "le": lambda v, b: v <= b,
+    "lt": lambda v, b: v < b,
+}
 
 
 def _dataclass_of(hint: Any) -> type | None:
@@ -60,10 +64,16 @@ def _dummy_parameter() -> torch.nn.Parameter:
 def check_optimizer(optimizer_cfg: DictConfig) -> None:
     """The optimizer config names a class that accepts its arguments, with sane values."""
     if not isinstance(optimizer_cfg, DictConfig) or "_target_" not in optimizer_cfg:
-        raise ConfigError("optimizer: no _target_; pick one with optimizer=sgd|momentum|nesterov|"
-                          "rmsprop|adam|adamw or add a YAML file with a _target_")
-    rules = {"lr": (lambda v: v > 0, "> 0"), "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-             "weight_decay": (lambda v: v >= 0, ">= 0"), "eps": (lambda v: v > 0, "> 0")}
+        raise ConfigError(
+            "optimizer: no _target_; pick one with optimizer=sgd|momentum|nesterov|"
+            "rmsprop|adam|adamw or add a YAML file with a _target_"
+        )
+    rules = {
+        "lr": (lambda v: v > 0, "> 0"),
+        "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "weight_decay": (lambda v: v >= 0, ">= 0"),
+        "eps": (lambda v: v > 0, "> 0"),
+    }
     for key, (test, text) in rules.items():
         if key not in optimizer_cfg:
             continue
@@ -89,7 +99,9 @@ def check_scheduler(cfg: DictConfig) -> None:
         optimizer.step()  # no gradients: a no-op that keeps the scheduler's order check quiet
         scheduler.step()  # some schedules only use (and so only reject) their arguments here
     except Exception as exc:
-        raise ConfigError(f"scheduler.schedule ({schedule.get('_target_')}): {_reason(exc)}") from None
+        raise ConfigError(
+            f"scheduler.schedule ({schedule.get('_target_')}): {_reason(exc)}"
+        ) from None
 
 
 def check_init(init_cfg: DictConfig) -> None:
@@ -116,13 +128,16 @@ def check_norm(cfg: DictConfig) -> None:
             divisors = [d for d in range(2, bad[0] + 1) if all(w % d == 0 for w in widths)][:6]
             raise ConfigError(
                 f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]} "
-                f"(model.width={cfg.model.width}); pick a divisor, e.g. one of {divisors}")
+                f"(model.width={cfg.model.width}); pick a divisor, e.g. one of {divisors}"
+            )
     if norm.name == "batch":
         devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
         per_device = cfg.data.batch_size // max(1, devices * cfg.trainer.num_nodes)
         if per_device < 2:
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size}: batch norm needs at least 2 "
-                              "examples per device; raise data.batch_size or use norm=group|layer")
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size}: batch norm needs at least 2 "
+                "examples per device; raise data.batch_size or use norm=group|layer"
+            )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -133,5 +148,7 @@ def validate(cfg: DictConfig) -> None:
     check_scheduler(cfg)
     check_init(cfg.init)
     if cfg.trainer.max_steps == -1 and cfg.trainer.max_epochs == -1:
-        raise ConfigError("trainer.max_steps=-1 and trainer.max_epochs=-1: set a budget "
-                          "(e.g. trainer.max_steps=3000)")
+        raise ConfigError(
+            "trainer.max_steps=-1 and trainer.max_epochs=-1: set a budget "
+            "(e.g. trainer.max_steps=3000)"
+        )

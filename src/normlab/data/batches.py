@@ -19,9 +19,19 @@ class ResidentBatches:
     single process would.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
-                 drop_last: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 steps_done: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_done: Callable[[], int] | None = None,
+    ):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -62,8 +72,8 @@ class ResidentBatches:
         else:
             order = torch.arange(len(self.y), device=self.y.device)
         for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             if self.world_size > 1:
                 share = -(-len(batch) // self.world_size)
-                batch = batch[self.rank * share:(self.rank + 1) * share]
+                batch = batch[self.rank * share : (self.rank + 1) * share]
             yield self.x[batch], self.y[batch]

@@ -32,7 +32,9 @@ def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
         if cfg.get("fallback") is None:
             raise
         fallback = DatasetName(cfg.fallback)
-        log.warning("data=%s unavailable (%s); using data.fallback=%s", cfg.name, exc, fallback.value)
+        log.warning(
+            "data=%s unavailable (%s); using data.fallback=%s", cfg.name, exc, fallback.value
+        )
         return load_named(fallback, cfg, data_dir), fallback.value
 
 
@@ -45,8 +47,13 @@ def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
         return load_digits_dataset(cfg.test_size or 360, cfg.split_seed)
     if name is DatasetName.mnist1d:
         return load_mnist1d_dataset(cfg.num_samples or 5000, cfg.split_seed, data_dir)
-    return load_synthetic_dataset(cfg.num_samples or 1200, cfg.num_features or 20,
-                                  cfg.num_classes or 4, cfg.test_size or 200, cfg.split_seed)
+    return load_synthetic_dataset(
+        cfg.num_samples or 1200,
+        cfg.num_features or 20,
+        cfg.num_classes or 4,
+        cfg.test_size or 200,
+        cfg.split_seed,
+    )
 
 
 class ResidentDataModule(pl.LightningDataModule):
@@ -72,20 +79,24 @@ class ResidentDataModule(pl.LightningDataModule):
         raw, self.dataset_name = load_raw(cfg, self.data_dir)
         pool_size = len(raw.y_pool)
         if cfg.val_size >= pool_size:
-            raise DataError(f"data.val_size={cfg.val_size} leaves no training examples "
-                            f"({cfg.name} has {pool_size}); lower data.val_size")
+            raise DataError(
+                f"data.val_size={cfg.val_size} leaves no training examples "
+                f"({cfg.name} has {pool_size}); lower data.val_size"
+            )
         order = np.random.default_rng(cfg.split_seed).permutation(pool_size)
-        val_idx, train_idx = order[:cfg.val_size], order[cfg.val_size:]
+        val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
         if cfg.train_size:
-            train_idx = train_idx[:cfg.train_size]
+            train_idx = train_idx[: cfg.train_size]
         x_test, y_test = raw.x_test, raw.y_test
         if cfg.test_size and self.dataset_name != DatasetName.digits.value:
-            x_test, y_test = x_test[:cfg.test_size], y_test[:cfg.test_size]
+            x_test, y_test = x_test[: cfg.test_size], y_test[: cfg.test_size]
         prep = Preprocessor(cfg.preprocess, raw.max_value, cfg.per_feature, cfg.zca_epsilon)
         prep.fit(raw.x_pool[train_idx])
-        splits = {"train": (raw.x_pool[train_idx], raw.y_pool[train_idx]),
-                  "val": (raw.x_pool[val_idx], raw.y_pool[val_idx]),
-                  "test": (x_test, y_test)}
+        splits = {
+            "train": (raw.x_pool[train_idx], raw.y_pool[train_idx]),
+            "val": (raw.x_pool[val_idx], raw.y_pool[val_idx]),
+            "test": (x_test, y_test),
+        }
         self.tensors = {
             split: (torch.from_numpy(prep.transform(x)), torch.from_numpy(y.astype(np.int64)))
             for split, (x, y) in splits.items()
@@ -109,12 +120,22 @@ class ResidentDataModule(pl.LightningDataModule):
         x, y = self._on_device("train")
         rank, world = self._rank_and_world()
         if len(y) < self.cfg.batch_size:
-            raise DataError(f"data.batch_size={self.cfg.batch_size} exceeds the {len(y)} "
-                            "training examples; lower data.batch_size")
+            raise DataError(
+                f"data.batch_size={self.cfg.batch_size} exceeds the {len(y)} "
+                "training examples; lower data.batch_size"
+            )
         trainer = self.trainer
-        return ResidentBatches(x, y, self.cfg.batch_size, shuffle=True, drop_last=True,
-                               seed=self.order_seed, rank=rank, world_size=world,
-                               steps_done=(lambda: trainer.global_step) if trainer else None)
+        return ResidentBatches(
+            x,
+            y,
+            self.cfg.batch_size,
+            shuffle=True,
+            drop_last=True,
+            seed=self.order_seed,
+            rank=rank,
+            world_size=world,
+            steps_done=(lambda: trainer.global_step) if trainer else None,
+        )
 
     def val_dataloader(self) -> ResidentBatches:
         x, y = self._on_device("val")

@@ -20,7 +20,9 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path, timeout: float = 30) -> Path:
+def download(
+    filename: str, md5: str, mirrors: Sequence[str], folder: Path, timeout: float = 30
+) -> Path:
     """Fetch `filename` from the first mirror that serves it with the right MD5.
 
     The file is written to a temporary name and renamed only once its checksum matches,
@@ -35,7 +37,10 @@ def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path, time
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+            with (
+                urllib.request.urlopen(url, timeout=timeout) as response,
+                partial.open("wb") as out,
+            ):
                 shutil.copyfileobj(response, out)
         except OSError as exc:
             failures.append(f"{url}: {exc}")
@@ -47,6 +52,7 @@ def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path, time
         failures.append(f"{url}: checksum mismatch (md5 {got}, expected {md5})")
     partial.unlink(missing_ok=True)
     raise DataError(
-        f"could not download {filename} into {folder}: " + "; ".join(failures)
+        f"could not download {filename} into {folder}: "
+        + "; ".join(failures)
         + f". Fix: copy the official {filename} into {folder} by hand, or check the network"
     )

@@ -22,8 +22,11 @@ from normlab.paths import REPO_DIR
 def _apt_install(package: str) -> bool:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         return False
-    for attempt in (["apt-get", "install", "-y", "-q", package],
-                    ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", package]):
+    for attempt in (
+        ["apt-get", "install", "-y", "-q", package],
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", package],
+    ):
         done = subprocess.run(attempt, capture_output=True, text=True, check=False)
         if done.returncode == 0 and attempt[1] == "install":
             return True

@@ -20,7 +20,9 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError) as exc:  # truncated gzip streams raise EOFError
-        raise DataError(f"{path}: unreadable ({exc}); delete it and fetch it again (`make data`)")
+        raise DataError(
+            f"{path}: unreadable ({exc}); delete it and fetch it again (`make data`)"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UNSIGNED_BYTE:
         raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number); fetch it again")
     ndim = raw[3]

@@ -39,8 +39,12 @@ class IdxDataset:
     how_to_get: str = ""
 
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 IDX_DATASETS = {
     "fashion_mnist": IdxDataset(
@@ -105,16 +109,21 @@ def fetch_idx_files(name: str, folder: Path, mirrors: tuple[str, ...] | None = N
 
 def _check_images_and_labels(images: np.ndarray, labels: np.ndarray, where: str) -> None:
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{where}: images have shape {images.shape[1:]}, expected 28x28; "
-                        "the file is not (Fashion-)MNIST, fetch it again")
+        raise DataError(
+            f"{where}: images have shape {images.shape[1:]}, expected 28x28; "
+            "the file is not (Fashion-)MNIST, fetch it again"
+        )
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; fetch both again")
     if labels.size and labels.max() > 9:
-        raise DataError(f"{where}: label {int(labels.max())} outside 0..9; the labels file is corrupt")
+        raise DataError(
+            f"{where}: label {int(labels.max())} outside 0..9; the labels file is corrupt"
+        )
 
 
-def load_idx_dataset(name: str, root: str | None, data_dir: Path, download_ok: bool,
-                     mirror: str | None = None) -> RawData:
+def load_idx_dataset(
+    name: str, root: str | None, data_dir: Path, download_ok: bool, mirror: str | None = None
+) -> RawData:
     """Load (Fashion-)MNIST from its IDX files, downloading them when allowed."""
     spec = IDX_DATASETS[name]
     files = locate_idx_files(name, root, data_dir)
@@ -126,11 +135,19 @@ def load_idx_dataset(name: str, root: str | None, data_dir: Path, download_ok: b
     if files is None:
         looked = root or ", ".join([str(data_dir / spec.folder_name), *spec.system_dirs])
         raise DataError(f"{name} files not found (looked in {looked}); fix: {spec.how_to_get}")
-    x_pool, y_pool = read_idx(files["train-images-idx3-ubyte"]), read_idx(files["train-labels-idx1-ubyte"])
-    x_test, y_test = read_idx(files["t10k-images-idx3-ubyte"]), read_idx(files["t10k-labels-idx1-ubyte"])
+    x_pool, y_pool = (
+        read_idx(files["train-images-idx3-ubyte"]),
+        read_idx(files["train-labels-idx1-ubyte"]),
+    )
+    x_test, y_test = (
+        read_idx(files["t10k-images-idx3-ubyte"]),
+        read_idx(files["t10k-labels-idx1-ubyte"]),
+    )
     _check_images_and_labels(x_pool, y_pool, str(files["train-images-idx3-ubyte"].parent))
     _check_images_and_labels(x_test, y_test, str(files["t10k-images-idx3-ubyte"].parent))
-    return RawData(x_pool[:, None], y_pool, x_test[:, None], y_test, num_classes=10, max_value=255.0)
+    return RawData(
+        x_pool[:, None], y_pool, x_test[:, None], y_test, num_classes=10, max_value=255.0
+    )
 
 
 def load_digits_dataset(test_size: int, split_seed: int) -> RawData:
@@ -141,8 +158,14 @@ def load_digits_dataset(test_size: int, split_seed: int) -> RawData:
     images, labels = bunch.images.astype(np.float32), bunch.target
     order = np.random.default_rng(split_seed).permutation(len(labels))
     test, pool = order[:test_size], order[test_size:]
-    return RawData(images[pool, None], labels[pool], images[test, None], labels[test],
-                   num_classes=10, max_value=16.0)
+    return RawData(
+        images[pool, None],
+        labels[pool],
+        images[test, None],
+        labels[test],
+        num_classes=10,
+        max_value=16.0,
+    )
 
 
 def load_mnist1d_dataset(num_samples: int, split_seed: int, data_dir: Path) -> RawData:
@@ -159,17 +182,30 @@ def load_mnist1d_dataset(num_samples: int, split_seed: int, data_dir: Path) -> R
         np.savez(partial, x=made["x"], y=made["y"], x_test=made["x_test"], y_test=made["y_test"])
         partial.replace(cache)
     stored = np.load(cache)
-    return RawData(stored["x"].astype(np.float32), stored["y"], stored["x_test"].astype(np.float32),
-                   stored["y_test"], num_classes=10, max_value=float(np.abs(stored["x"]).max()))
+    return RawData(
+        stored["x"].astype(np.float32),
+        stored["y"],
+        stored["x_test"].astype(np.float32),
+        stored["y_test"],
+        num_classes=10,
+        max_value=float(np.abs(stored["x"]).max()),
+    )
 
 
-def load_synthetic_dataset(num_samples: int, num_features: int, num_classes: int,
-                           test_size: int, split_seed: int) -> RawData:
+def load_synthetic_dataset(
+    num_samples: int, num_features: int, num_classes: int, test_size: int, split_seed: int
+) -> RawData:
     """Overlapping Gaussian class clusters: learnable, not trivially separable."""
     rng = np.random.default_rng(split_seed)
     centres = rng.normal(0.0, 1.0, size=(num_classes, num_features))
     labels = rng.integers(0, num_classes, size=num_samples)
     inputs = (centres[labels] + rng.normal(0.0, 1.0, size=(num_samples, num_features))) * 3.0 + 5.0
     inputs = inputs.astype(np.float32)
-    return RawData(inputs[test_size:], labels[test_size:], inputs[:test_size], labels[:test_size],
-                   num_classes=num_classes, max_value=float(np.abs(inputs).max()))
+    return RawData(
+        inputs[test_size:],
+        labels[test_size:],
+        inputs[:test_size],
+        labels[:test_size],
+        num_classes=num_classes,
+        max_value=float(np.abs(inputs).max()),
+    )

@@ -28,12 +28,22 @@ class ClassifierModule(pl.LightningModule):
     `trainer.log_every_n_steps` steps, so no step pays a host sync or a metric object update.
     """
 
-    def __init__(self, model: nn.Module, optimizer_factory: Callable, num_classes: int, *,
-                 schedule_factory: Callable | None = None, schedule_interval: str = "epoch",
-                 schedule_frequency: int = 1, label_smoothing: float = 0.0,
-                 penalty: WeightPenalty | None = None, weight_decay: float = 0.0,
-                 decay_norm_and_bias: bool = False, augment: nn.Module | None = None,
-                 config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer_factory: Callable,
+        num_classes: int,
+        *,
+        schedule_factory: Callable | None = None,
+        schedule_interval: str = "epoch",
+        schedule_frequency: int = 1,
+        label_smoothing: float = 0.0,
+        penalty: WeightPenalty | None = None,
+        weight_decay: float = 0.0,
+        decay_norm_and_bias: bool = False,
+        augment: nn.Module | None = None,
+        config: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.model = model
         self.optimizer_factory, self.schedule_factory = optimizer_factory, schedule_factory
@@ -66,7 +76,11 @@ class ClassifierModule(pl.LightningModule):
             x = self.augment(x)
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        objective = loss if self.penalty is None else loss + self.penalty(weight_matrices(self.model), len(y))
+        objective = (
+            loss
+            if self.penalty is None
+            else loss + self.penalty(weight_matrices(self.model), len(y))
+        )
         with torch.no_grad():
             self.train_sums[0] += loss.detach() * len(y)
             self.train_sums[1] += (logits.argmax(dim=1) == y).sum()
@@ -81,8 +95,12 @@ class ClassifierModule(pl.LightningModule):
         if not torch.isfinite(loss_sum):
             raise Diverged(self.global_step, float(loss_sum / count))
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict({"train/loss": loss_sum / count, "train/acc": correct / count,
-                       "train/lr": float(lr)}, on_step=True, on_epoch=False, batch_size=1)
+        self.log_dict(
+            {"train/loss": loss_sum / count, "train/acc": correct / count, "train/lr": float(lr)},
+            on_step=True,
+            on_epoch=False,
+            batch_size=1,
+        )
         self.train_sums.zero_()
 
     def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
@@ -97,8 +115,13 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
         self.val_acc_best.update(acc)
-        self.log_dict({"val/loss": self.val_loss.compute(), "val/acc": acc,
-                       "val/acc_best": self.val_acc_best.compute()})
+        self.log_dict(
+            {
+                "val/loss": self.val_loss.compute(),
+                "val/acc": acc,
+                "val/acc_best": self.val_acc_best.compute(),
+            }
+        )
         self.val_loss.reset()
         self.val_acc.reset()
 
@@ -115,8 +138,11 @@ class ClassifierModule(pl.LightningModule):
         optimizer = self.optimizer_factory(groups)
         if self.schedule_factory is None:
             return optimizer
-        scheduler = {"scheduler": self.schedule_factory(optimizer),
-                     "interval": self.schedule_interval, "frequency": self.schedule_frequency}
+        scheduler = {
+            "scheduler": self.schedule_factory(optimizer),
+            "interval": self.schedule_interval,
+            "frequency": self.schedule_frequency,
+        }
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

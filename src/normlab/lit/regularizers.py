@@ -13,7 +13,9 @@ def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, _WEIGHT_LAYERS)]
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool
+) -> list[dict]:
     """Two optimizer groups: weight matrices (decayed) and biases / norm gains and shifts.
 
     Decaying biases and norm gamma/beta only shrinks the scale and offset the network
@@ -24,8 +26,10 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     decayed, kept = [], []
     for parameter in model.parameters():
         (decayed if id(parameter) in weights or decay_norm_and_bias else kept).append(parameter)
-    groups = [{"params": decayed, "decoupled_weight_decay": weight_decay},
-              {"params": kept, "decoupled_weight_decay": 0.0}]
+    groups = [
+        {"params": decayed, "decoupled_weight_decay": weight_decay},
+        {"params": kept, "decoupled_weight_decay": 0.0},
+    ]
     return [group for group in groups if group["params"]]
 
 

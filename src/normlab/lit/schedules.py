@@ -36,14 +36,20 @@ class WarmupCosineFactor:
     """Linear warmup to 1 over warmup_steps, then cosine decay to eta_min_factor at total_steps."""
 
     def __init__(self, warmup_steps: int, total_steps: int, eta_min_factor: float):
-        self.warmup_steps, self.total_steps, self.eta_min_factor = warmup_steps, total_steps, eta_min_factor
+        self.warmup_steps, self.total_steps, self.eta_min_factor = (
+            warmup_steps,
+            total_steps,
+            eta_min_factor,
+        )
 
     def __call__(self, t: int) -> float:
         if t < self.warmup_steps:
             return (t + 1) / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (t - self.warmup_steps) / span)
-        return self.eta_min_factor + (1 - self.eta_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.eta_min_factor + (1 - self.eta_min_factor) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
 
 
 def inverse_time(optimizer: Optimizer, decay_rate: float) -> LambdaLR:
@@ -56,7 +62,8 @@ def inverse_sqrt(optimizer: Optimizer, k: float = 1.0) -> LambdaLR:
     return LambdaLR(optimizer, InverseSqrtFactor(k))
 
 
-def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int,
-                  eta_min_factor: float = 0.0) -> LambdaLR:
+def warmup_cosine(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int, eta_min_factor: float = 0.0
+) -> LambdaLR:
     """Linear warmup, then cosine annealing."""
     return LambdaLR(optimizer, WarmupCosineFactor(warmup_steps, total_steps, eta_min_factor))

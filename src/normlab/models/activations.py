@@ -27,4 +27,6 @@ def build_activation(name: str, *, negative_slope: float = 0.01, alpha: float = 
 
 def activation_from_config(act_cfg) -> nn.Module:
     """`build_activation` with the arguments of the `activation` config group."""
-    return build_activation(act_cfg.name, negative_slope=act_cfg.negative_slope, alpha=act_cfg.alpha)
+    return build_activation(
+        act_cfg.name, negative_slope=act_cfg.negative_slope, alpha=act_cfg.alpha
+    )

@@ -13,8 +13,16 @@ class HiddenBlock(nn.Module):
     The instruments read the input of `self.act`: the pre-activation the paper plots.
     """
 
-    def __init__(self, transform: nn.Module, norm: nn.Module, act: nn.Module, *,
-                 norm_before_act: bool, dropout_p: float = 0.0, pool: nn.Module | None = None):
+    def __init__(
+        self,
+        transform: nn.Module,
+        norm: nn.Module,
+        act: nn.Module,
+        *,
+        norm_before_act: bool,
+        dropout_p: float = 0.0,
+        pool: nn.Module | None = None,
+    ):
         super().__init__()
         self.transform, self.norm, self.act = transform, norm, act
         self.norm_before_act = norm_before_act

@@ -1,4 +1,4 @@
-"""Build the network named by `model.name` from the model, norm, activation and regularizer groups."""
+"""Build the network of `model.name` from the model, norm, activation and regularizer groups."""
 
 from __future__ import annotations
 
@@ -39,11 +39,18 @@ def build_mlp(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     bias = linear_needs_bias(cfg.norm)
     before = cfg.norm.placement == "before_activation"
     for index, width in enumerate(hidden_widths(cfg.model), start=1):
-        linear = (DropConnectLinear(in_features, width, bias=bias, p=dropconnect) if dropconnect
-                  else nn.Linear(in_features, width, bias=bias))
+        linear = (
+            DropConnectLinear(in_features, width, bias=bias, p=dropconnect)
+            if dropconnect
+            else nn.Linear(in_features, width, bias=bias)
+        )
         layers[f"layer{index}"] = HiddenBlock(
-            linear, norm_from_config(cfg.norm, width), activation_from_config(cfg.activation),
-            norm_before_act=before, dropout_p=dropout)
+            linear,
+            norm_from_config(cfg.norm, width),
+            activation_from_config(cfg.activation),
+            norm_before_act=before,
+            dropout_p=dropout,
+        )
         in_features = width
     layers["head"] = nn.Linear(in_features, num_classes)
     return nn.Sequential(layers)
@@ -52,10 +59,14 @@ def build_mlp(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 def build_cnn(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """[input batch norm] -> `depth` conv blocks (conv3x3, 2-D norm, act, 2x2 pool) -> linear."""
     if len(input_shape) != 3:
-        raise ConfigError(f"model=cnn needs image data (C, H, W); data={cfg.data.name} gives "
-                          f"inputs of shape {input_shape}. Use model=mlp")
+        raise ConfigError(
+            f"model=cnn needs image data (C, H, W); data={cfg.data.name} gives "
+            f"inputs of shape {input_shape}. Use model=mlp"
+        )
     if cfg.regularizer.get("dropconnect"):
-        raise ConfigError("regularizer=dropconnect applies to model=mlp only; drop it for model=cnn")
+        raise ConfigError(
+            "regularizer=dropconnect applies to model=mlp only; drop it for model=cnn"
+        )
     dropout, _ = _probabilities(cfg.regularizer)
     channels, height, width_px = input_shape
     layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -68,8 +79,11 @@ def build_cnn(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         layers[f"layer{index}"] = HiddenBlock(
             nn.Conv2d(channels, out_channels, 3, padding=1, bias=bias),
             norm_from_config(cfg.norm, out_channels, spatial=True),
-            activation_from_config(cfg.activation), norm_before_act=before, dropout_p=dropout,
-            pool=pool)
+            activation_from_config(cfg.activation),
+            norm_before_act=before,
+            dropout_p=dropout,
+            pool=pool,
+        )
         if pool is not None:
             height, width_px = height // 2, width_px // 2
         channels = out_channels
@@ -87,4 +101,6 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
 
 def hidden_blocks(model: nn.Module) -> dict[str, HiddenBlock]:
     """The model's hidden blocks by name (`layer1`, `layer2`, ...)."""
-    return {name: module for name, module in model.named_children() if isinstance(module, HiddenBlock)}
+    return {
+        name: module for name, module in model.named_children() if isinstance(module, HiddenBlock)
+    }

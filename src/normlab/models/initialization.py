@@ -10,7 +10,9 @@ from torch import nn
 Initializer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def initialize(model: nn.Module, weight_init: Initializer | None, bias_init: Initializer | None) -> None:
+def initialize(
+    model: nn.Module, weight_init: Initializer | None, bias_init: Initializer | None
+) -> None:
     """Re-initialize weights and biases in place; None keeps PyTorch's default for that part.
 
     Norm layers keep gamma = 1 and beta = 0: initializing them like weights would change the

@@ -7,8 +7,16 @@ from torch import nn
 from normlab.config.schema import NormName
 
 
-def build_norm(name: str, num_features: int, *, spatial: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5, affine: bool = True, num_groups: int = 1) -> nn.Module:
+def build_norm(
+    name: str,
+    num_features: int,
+    *,
+    spatial: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    num_groups: int = 1,
+) -> nn.Module:
     """A normalization layer over `num_features` features (channels when `spatial`)."""
     kind = NormName(name)
     if kind is NormName.batch:
@@ -21,15 +29,24 @@ def build_norm(name: str, num_features: int, *, spatial: bool = False, momentum:
         return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
     if kind is NormName.group:
         if num_features % num_groups:
-            raise ValueError(f"norm.num_groups={num_groups} does not divide {num_features} features")
+            raise ValueError(
+                f"norm.num_groups={num_groups} does not divide {num_features} features"
+            )
         return nn.GroupNorm(num_groups, num_features, eps=eps, affine=affine)
     return nn.Identity()
 
 
 def norm_from_config(norm_cfg, num_features: int, spatial: bool = False) -> nn.Module:
     """`build_norm` with the arguments of the `norm` config group."""
-    return build_norm(norm_cfg.name, num_features, spatial=spatial, momentum=norm_cfg.momentum,
-                      eps=norm_cfg.eps, affine=norm_cfg.affine, num_groups=norm_cfg.num_groups)
+    return build_norm(
+        norm_cfg.name,
+        num_features,
+        spatial=spatial,
+        momentum=norm_cfg.momentum,
+        eps=norm_cfg.eps,
+        affine=norm_cfg.affine,
+        num_groups=norm_cfg.num_groups,
+    )
 
 
 def linear_needs_bias(norm_cfg) -> bool:

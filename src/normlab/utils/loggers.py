@@ -12,8 +12,9 @@ log = logging.getLogger(__name__)
 WANDB_INIT_TIMEOUT_S = 60  # bounded wait: a hung W&B service never stalls a sweep for long
 
 
-def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: list[str],
-                  config: dict[str, Any]) -> list[Logger]:
+def build_loggers(
+    logger_cfg, run_dir: Path, run_name: str, group: str, tags: list[str], config: dict[str, Any]
+) -> list[Logger]:
     """The loggers the `logger` group asks for, all writing into `run_dir`."""
     loggers: list[Logger] = []
     if logger_cfg.csv:
@@ -24,11 +25,18 @@ def build_loggers(logger_cfg, run_dir: Path, run_name: str, group: str, tags: li
         import wandb
 
         wandb_logger = WandbLogger(
-            name=run_name, save_dir=str(run_dir), project=wandb_cfg.project,
-            entity=wandb_cfg.entity, group=wandb_cfg.group or group,
-            tags=[*tags, *wandb_cfg.tags], mode=wandb_cfg.mode.value, config=config,
-            log_model=wandb_cfg.log_model, reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S))
+            name=run_name,
+            save_dir=str(run_dir),
+            project=wandb_cfg.project,
+            entity=wandb_cfg.entity,
+            group=wandb_cfg.group or group,
+            tags=[*tags, *wandb_cfg.tags],
+            mode=wandb_cfg.mode.value,
+            config=config,
+            log_model=wandb_cfg.log_model,
+            reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
+        )
         # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
         wandb_logger._wandb_init.pop("anonymous", None)
         if started(wandb_logger):
@@ -44,8 +52,11 @@ def started(wandb_logger: WandbLogger) -> bool:
     try:
         wandb_logger.experiment  # noqa: B018  (the property starts the run)
     except Exception as exc:
-        log.warning("W&B could not start (%s: %s); continuing with CSV only",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        log.warning(
+            "W&B could not start (%s: %s); continuing with CSV only",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         return False
     return True
 

@@ -23,7 +23,9 @@ def set_aside_metrics(run_dir: Path, step: int) -> list[dict[str, str]]:
     metrics.replace(backup)
     with backup.open(newline="") as handle:
         # `step` in the file is the 0-based index of the last optimizer step
-        return [row for row in csv.DictReader(handle) if row.get("step") and int(row["step"]) < step]
+        return [
+            row for row in csv.DictReader(handle) if row.get("step") and int(row["step"]) < step
+        ]
 
 
 def merge_metrics(metrics: Path, earlier_rows: list[dict[str, str]]) -> None:

@@ -14,14 +14,23 @@ import torch
 
 from normlab.utils.files import write_json_atomic, write_text_atomic
 
-PACKAGES = ("normlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics",
-            "wandb", "numpy")
+PACKAGES = (
+    "normlab",
+    "torch",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+)
 
 
 def _git(repo: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=10, check=True)
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout

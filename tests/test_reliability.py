@@ -154,7 +154,7 @@ def test_wandb_that_cannot_start_leaves_csv_logging(run_training, monkeypatch):
 
 def cells(sweep_root: Path) -> dict[str, Path]:
     [sweep] = [p for p in sweep_root.iterdir() if p.is_dir()]
-    return {p.name: p for p in sweep.iterdir() if p.is_dir()}
+    return {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}  # not report/
 
 
 def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):

@@ -95,6 +95,7 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     from normlab.models.initialization import initialize
 
     validate(cfg)
+    torch.set_num_threads(cfg.threads or 1)  # tiny batches: extra threads only add contention
     seeds = run_seeds(cfg)
     datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
     datamodule.setup()
@@ -133,8 +134,12 @@ def main(cfg: DictConfig) -> None:
         kind = "config" if isinstance(exc, ConfigError) else "data"
         print(f"normlab: {kind} error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(format_report(checks, cfg.gradcheck.tolerance))
-    if max(check.worst for check in checks) > cfg.gradcheck.tolerance:
+    settings = cfg.gradcheck
+    entries = "every entry" if settings.max_entries is None else f"up to {settings.max_entries} random entries"
+    print(f"gradcheck: float64, first {settings.batch_size} training examples, epsilon "
+          f"{settings.epsilon:g}, {entries} per tensor")
+    print(format_report(checks, settings.tolerance))
+    if max(check.worst for check in checks) > settings.tolerance:
         sys.exit(1)
 
 

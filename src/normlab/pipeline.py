@@ -27,6 +27,13 @@ from normlab.lit.module import Diverged
 from normlab.models.build import build_model
 from normlab.models.initialization import initialize
 from normlab.paths import REPO_DIR
+from normlab.utils.distributed import (
+    batch_layout,
+    distributed_kwargs,
+    finish_distributed,
+    is_global_zero,
+    threads_per_rank,
+)
 from normlab.utils.files import write_json_atomic, write_text_atomic
 from normlab.utils.loggers import build_loggers, finish_wandb
 from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
@@ -62,6 +69,7 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     clip = cfg.regularizer.get("grad_clip")
     if clip is not None:
         kwargs.update(gradient_clip_val=clip.value, gradient_clip_algorithm=clip.algorithm.value)
+    kwargs.update(distributed_kwargs(cfg))
     return kwargs
 
 
@@ -75,14 +83,17 @@ def train(
     started = time.time()
     validate(cfg)
     _quiet_lightning()
+    rank_zero = is_global_zero(cfg.trainer)  # the other ranks of a multi-device run write nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     seeds = run_seeds(cfg)
-    threads = apply_thread_policy(cfg.threads)
-    write_provenance(
-        run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data}
-    )
+    threads = apply_thread_policy(cfg.threads or threads_per_rank(cfg.trainer))
+    if rank_zero:
+        write_provenance(
+            run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data}
+        )
 
     datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
     datamodule.setup()
@@ -99,7 +110,7 @@ def train(
     checkpoint = last_checkpoint(run_dir)
     resume_from = checkpoint if checkpoint.is_file() else None
     resumed_at = checkpoint_step(checkpoint) if resume_from else None
-    earlier_metrics = set_aside_metrics(run_dir, resumed_at) if resume_from else None
+    earlier_metrics = set_aside_metrics(run_dir, resumed_at) if resume_from and rank_zero else None
     loggers = build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), resolved)
     trainer = pl.Trainer(
         **trainer_kwargs(cfg),
@@ -126,6 +137,7 @@ def train(
         finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
         if earlier_metrics is not None:
             merge_metrics(run_dir / "metrics.csv", earlier_metrics)
+        finish_distributed(trainer)
     result = {
         "status": status,
         **problem,
@@ -137,8 +149,10 @@ def train(
         "seed": cfg.seed,
         "data": datamodule.dataset_name,
         "run_dir": str(run_dir),
+        **batch_layout(trainer, cfg),
     }
-    write_json_atomic(run_dir / "result.json", result)
+    if rank_zero:
+        write_json_atomic(run_dir / "result.json", result)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
@@ -11,46 +12,77 @@ from typing import Any
 import pytorch_lightning as pl
 
 
+class LoopMeter:
+    """Wall time, steps and peak memory of one training loop, from `start()` to `stop()`."""
+
+    def __init__(self) -> None:
+        self.started_at = 0.0  # wall clock (time.time) when the loop starts: start-up ends here
+        self._start = 0.0
+        self.measured: dict[str, Any] = {}
+
+    def start(self) -> None:
+        """Mark the loop's start; from here on the peak RSS is the loop's own."""
+        self.startup_peak_kib = peak_rss_kib()
+        self.loop_base_kib = _status_kib("VmRSS")
+        reset_peak_rss()
+        self.started_at, self._start = time.time(), time.perf_counter()
+
+    def stop(self, steps: int, val_acc: float | None) -> None:
+        """Mark the loop's end after `steps` optimizer steps."""
+        seconds = time.perf_counter() - self._start
+        loop_peak = _status_kib("VmHWM")
+        self.measured = {
+            "steps": steps, "loop_s": seconds, "started_at": self.started_at, "val_acc": val_acc,
+            "peak_rss_kib": max(self.startup_peak_kib, loop_peak),
+            "loop_peak_rss_kib": loop_peak, "loop_start_rss_kib": self.loop_base_kib,
+            # other processes it started and that still run, e.g. the W&B service
+            "service_peak_rss_kib": descendants_peak_kib()}
+
+
 class LoopTimer(pl.Callback):
-    """Times the fit loop from `on_train_start` to `on_train_end`.
+    """A LoopMeter from `on_train_start` to `on_train_end`.
 
     Start-up (imports, data loading, model and Trainer construction) and the test pass after
     fit are outside the window; periodic validation and checkpoints inside it are included.
     """
 
     def __init__(self) -> None:
-        self.started_at = 0.0  # wall clock (time.time) at the first step: start-up ends here
-        self.seconds = 0.0
-        self.steps = 0
-        self.val_acc: float | None = None
-        self.service_peak_kib = 0
-        self._start = 0.0
+        self.meter = LoopMeter()
         self._first_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.started_at, self._start = time.time(), time.perf_counter()
         self._first_step = trainer.global_step
+        self.meter.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self._start
-        self.steps = trainer.global_step - self._first_step
         acc = trainer.callback_metrics.get("val/acc")
-        self.val_acc = float(acc) if acc is not None else None
-        self.service_peak_kib = descendants_peak_kib()  # e.g. the W&B service, still running
-
-    def result(self) -> dict[str, Any]:
-        """The measurement as a JSON-ready dict."""
-        return {"steps": self.steps, "loop_s": self.seconds, "started_at": self.started_at,
-                "val_acc": self.val_acc, "service_peak_kib": self.service_peak_kib}
+        self.meter.stop(trainer.global_step - self._first_step,
+                        float(acc) if acc is not None else None)
 
 
 def peak_rss_kib() -> int:
-    """This process's peak resident set size (getrusage ru_maxrss; KiB on Linux).
+    """This process's peak resident set size so far (getrusage ru_maxrss; KiB on Linux).
 
     It counts everything resident: interpreter, imported libraries, the dataset tensors, the
     model and the autograd buffers. tracemalloc would miss torch's tensor memory entirely.
     """
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def reset_peak_rss() -> None:
+    """Restart the VmHWM high-water mark at the current RSS (Linux >= 4.0; else a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status_kib(field: str, pid: int | str = "self") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def descendants_peak_kib() -> int:
@@ -66,16 +98,6 @@ def descendants_peak_kib() -> int:
     pending, total = list(children.get(os.getpid(), [])), 0
     while pending:
         pid = pending.pop()
-        total += _vm_hwm_kib(pid)
+        total += _status_kib("VmHWM", pid)
         pending.extend(children.get(pid, []))
     return total
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0

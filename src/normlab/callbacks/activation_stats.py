@@ -3,6 +3,7 @@ dead units and unit symmetry. Pure tensor functions; every result stays on the d
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from normlab.models.activations import RECTIFIED
@@ -18,25 +19,31 @@ def units_last(values: torch.Tensor) -> torch.Tensor:
     return values.movedim(1, -1).reshape(-1, values.shape[1])
 
 
+def order_statistic(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest entry (0-based) of a 1-D tensor, without a full sort.
+
+    On the CPU numpy's single-kth partition (SIMD) is about 10x faster than `torch.kthvalue`;
+    elsewhere kthvalue keeps the data on the device.
+    """
+    if flat.device.type == "cpu":
+        return torch.as_tensor(np.partition(flat.numpy(), k)[k])
+    return flat.kthvalue(k + 1).values
+
+
 def percentiles(values: torch.Tensor, qs: tuple[float, ...] = PERCENTILES) -> torch.Tensor:
     """Percentiles `qs` (0..100) of all entries, interpolated linearly like numpy's default.
 
-    One selection (kthvalue) per percentile instead of a sort, no host sync, and no size limit
-    (unlike `torch.quantile`): the probe's pooled pre-activations can be large.
+    Two order statistics per percentile, with no size limit (unlike `torch.quantile`): the
+    probe's pooled pre-activations can be large.
     """
-    flat = values.reshape(-1)
+    flat = values.detach().reshape(-1).float()
     last = flat.numel() - 1
     results = []
     for q in qs:
         position = q / 100 * last
         rank = int(position)
-        below = flat.kthvalue(rank + 1).values
-        if rank == last:
-            results.append(below)
-            continue
-        # the next order statistic: `below` again if it repeats, else the smallest larger entry
-        larger = torch.where(flat > below, flat, torch.inf).min()
-        above = torch.where((flat <= below).sum() > rank + 1, below, larger)
+        below = order_statistic(flat, rank)
+        above = order_statistic(flat, rank + 1) if rank < last else below
         results.append(below + (above - below) * (position - rank))
     return torch.stack(results)
 

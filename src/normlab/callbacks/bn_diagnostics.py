@@ -38,9 +38,12 @@ def running_stat_gap(name: str, norm: nn.Module, inputs: torch.Tensor) -> dict[s
     `bn/<layer>/std_gap`: |probe std / running std - 1|.
     """
     samples = units_last(inputs)
+    mean = samples.mean(dim=0)
+    # unbiased, like the running variance; written out because var(dim=0) is ~15x slower on CPU
+    variance = ((samples - mean) ** 2).sum(dim=0) / max(len(samples) - 1, 1)
     running_std = (norm.running_var + norm.eps).sqrt()
-    probe_std = (samples.var(dim=0) + norm.eps).sqrt()
-    return {f"bn/{name}/mean_gap": ((samples.mean(dim=0) - norm.running_mean).abs() / running_std).mean(),
+    probe_std = (variance + norm.eps).sqrt()
+    return {f"bn/{name}/mean_gap": ((mean - norm.running_mean).abs() / running_std).mean(),
             f"bn/{name}/std_gap": (probe_std / running_std - 1).abs().mean()}
 
 

@@ -12,8 +12,10 @@ from normlab.paths import REPO_DIR
 def register_resolvers() -> None:
     """`${uid:}`: a short random id, cached so every read in one process (and Hydra's copied
     sweep cache) agrees; it keeps run folders started in the same second apart.
-    `${repo_root:}`: the checkout's root, the default home of data/ and outputs/."""
+    `${repo_root:}`: the checkout's root, the default home of data/ and outputs/.
+    `${one_minus:x}`: 1 - x, e.g. a momentum searched as its log-uniform gap to 1."""
     OmegaConf.register_new_resolver(
         "uid", lambda: secrets.token_hex(3), use_cache=True, replace=True
     )
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_DIR), replace=True)
+    OmegaConf.register_new_resolver("one_minus", lambda x: 1.0 - float(x), replace=True)

@@ -126,6 +126,7 @@ class NormConfig:
     placement: Placement = Placement.before_activation
     linear_bias: bool | None = None  # null: dropped exactly when batch norm follows the linear
     sync: bool = True  # multi-device runs: all-reduce batch statistics across ranks
+    ghost_batches: int = bounded(1, ge=1)  # BN statistics per 1/G slice of a batch
 
 
 @dataclass
@@ -346,6 +347,7 @@ class TrainConfig:
     seed_data: int | None = bounded(None, ge=0)  # null: derived from seed (batch order, dropout)
     threads: int | None = bounded(None, ge=1)  # null: cores / parallel jobs
     compile: bool = False  # torch.compile the network
+    search: dict[str, Any] = field(default_factory=dict)  # variables sampled by hparams_search
 
 
 def register_schemas() -> None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from normlab.config.errors import ConfigError
 from normlab.config.schema import TrainConfig
+from normlab.utils.distributed import check_distributed
 
 _BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 _BOUND_TEST = {
@@ -96,8 +97,9 @@ def check_scheduler(cfg: DictConfig) -> None:
     try:
         optimizer = torch.optim.SGD([_dummy_parameter()], lr=0.1)
         scheduler = instantiate(schedule)(optimizer)
-        optimizer.step()  # no gradients: a no-op that keeps the scheduler's order check quiet
-        scheduler.step()  # some schedules only use (and so only reject) their arguments here
+        for _ in range(10):  # some schedules only use (and so only reject) arguments later on
+            optimizer.step()  # no gradients: a no-op that keeps the scheduler's order check quiet
+            scheduler.step()
     except Exception as exc:
         raise ConfigError(
             f"scheduler.schedule ({schedule.get('_target_')}): {_reason(exc)}"
@@ -144,6 +146,7 @@ def validate(cfg: DictConfig) -> None:
     """Run every check; the first failure raises ConfigError."""
     check_bounds(cfg)
     check_norm(cfg)
+    check_distributed(cfg)
     check_optimizer(cfg.optimizer)
     check_scheduler(cfg)
     check_init(cfg.init)

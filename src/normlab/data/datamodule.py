@@ -9,6 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from normlab.config.errors import ConfigError
 from normlab.config.schema import DatasetName
 from normlab.data.batches import ResidentBatches
 from normlab.data.errors import DataError
@@ -123,6 +124,11 @@ class ResidentDataModule(pl.LightningDataModule):
             raise DataError(
                 f"data.batch_size={self.cfg.batch_size} exceeds the {len(y)} "
                 "training examples; lower data.batch_size"
+            )
+        if self.cfg.batch_size % world:  # devices=auto: the world size is known only now
+            raise ConfigError(
+                f"data.batch_size={self.cfg.batch_size} is the global batch and must split "
+                f"evenly over {world} ranks; use a multiple of {world}"
             )
         trainer = self.trainer
         return ResidentBatches(

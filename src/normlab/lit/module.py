@@ -79,7 +79,7 @@ class ClassifierModule(pl.LightningModule):
         objective = (
             loss
             if self.penalty is None
-            else loss + self.penalty(weight_matrices(self.model), len(y))
+            else loss + self.penalty(weight_matrices(self.model), len(y) * self.trainer.world_size)
         )
         with torch.no_grad():
             self.train_sums[0] += loss.detach() * len(y)
@@ -90,7 +90,8 @@ class ClassifierModule(pl.LightningModule):
         return objective
 
     def _log_train_window(self) -> None:
-        loss_sum, correct, count = self.train_sums
+        # summed over DDP ranks (a no-op on one device): the logged loss is the global batch's
+        loss_sum, correct, count = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum")
         # checked only at logging steps: a per-step check would force a host sync on GPU
         if not torch.isfinite(loss_sum):
             raise Diverged(self.global_step, float(loss_sum / count))

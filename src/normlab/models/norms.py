@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from normlab.config.schema import NormName
+from normlab.models.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 
 
 def build_norm(
@@ -16,10 +17,15 @@ def build_norm(
     eps: float = 1e-5,
     affine: bool = True,
     num_groups: int = 1,
+    ghost_batches: int = 1,
 ) -> nn.Module:
     """A normalization layer over `num_features` features (channels when `spatial`)."""
     kind = NormName(name)
     if kind is NormName.batch:
+        if ghost_batches > 1:
+            ghost = GhostBatchNorm2d if spatial else GhostBatchNorm1d
+            return ghost(num_features, eps=eps, momentum=momentum, affine=affine,
+                         ghost_batches=ghost_batches)
         layer = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return layer(num_features, eps=eps, momentum=momentum, affine=affine)
     if kind is NormName.layer:
@@ -46,6 +52,7 @@ def norm_from_config(norm_cfg, num_features: int, spatial: bool = False) -> nn.M
         eps=norm_cfg.eps,
         affine=norm_cfg.affine,
         num_groups=norm_cfg.num_groups,
+        ghost_batches=norm_cfg.ghost_batches,
     )
 
 

@@ -1,0 +1,147 @@
+"""normlab's DDP strategy: Lightning's DDPStrategy with run-folder rules for Hydra and sweeps.
+
+Lightning's `ddp` launcher re-executes the command line (sys.argv) in every extra rank. Under
+Hydra that makes a run folder per rank, and in a multirun each rank starts the whole sweep
+again. Here the extra ranks of a node run `python -m normlab.rank_worker` instead: it reads the
+resolved config and rank 0's run folder from its environment and joins that run, writing
+nothing. Under SLURM or torchrun the cluster starts every rank and this launcher starts none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from inspect import signature
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+log = logging.getLogger("normlab")
+
+JOIN_ENV = "NORMLAB_JOIN_RUN"  # JSON {run_dir, threads, config} for a rank joining rank 0's run
+# variables the launcher sets in rank 0's own environment; restored when the run ends
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# no buffer broadcast before each forward (torch >= 2.13 renamed the flag)
+_NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class RankJoiningLauncher(_SubprocessScriptLauncher):
+    """Starts local ranks 1..N-1 as `python -m normlab.rank_worker` joining this run's folder."""
+
+    def __init__(self, cluster_environment, num_processes: int, num_nodes: int, config: DictConfig):
+        super().__init__(cluster_environment, num_processes, num_nodes)
+        self.config = config
+        self._saved_env: dict[str, str | None] | None = None
+        self._watching = False
+
+    def launch(self, function, *args, trainer=None, **kwargs):
+        self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        if not self.cluster_environment.creates_processes_externally:  # first call (fit) only
+            self._start_ranks(trainer.default_root_dir)
+        return function(*args, **kwargs)
+
+    def _start_ranks(self, run_dir: str) -> None:
+        self._check_can_spawn_children()
+        environment = self.cluster_environment
+        self._saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
+        # LOCAL_RANK=0 here also tells the later trainer.test() that the ranks already exist
+        os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port),
+                          NODE_RANK=str(environment.node_rank()), LOCAL_RANK="0",
+                          WORLD_SIZE=str(self.num_processes * self.num_nodes))
+        threads = torch.get_num_threads()
+        job = {"run_dir": run_dir, "threads": threads,
+               "config": OmegaConf.to_container(self.config, resolve=True, enum_to_str=True)}
+        for local_rank in range(1, self.num_processes):
+            env = {**os.environ, "LOCAL_RANK": str(local_rank), "OMP_NUM_THREADS": str(threads),
+                   JOIN_ENV: json.dumps(job)}
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "normlab.rank_worker"], env=env))
+        self._watching = True
+        threading.Thread(target=self._watch, daemon=True, name="normlab-rank-watch").start()
+
+    def _watch(self) -> None:
+        """A rank that dies takes its siblings down, so none waits forever in a collective; rank 0
+        then fails on the broken connection and its cell is recorded as failed (the sweep goes on)."""
+        while self._watching:
+            if any(proc.poll() not in (None, 0) for proc in self.procs):
+                for proc in self.procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                return
+            threading.Event().wait(1.0)
+
+    def release(self) -> None:
+        """Wait for the started ranks (killed after 60 s), then restore rank 0's environment."""
+        self._watching = False
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                log.warning("rank process %d did not finish; killed", proc.pid)
+                proc.kill()
+                proc.wait()
+        for key, value in (self._saved_env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = None
+
+
+class NormlabDDPStrategy(DDPStrategy):
+    """DDP whose extra ranks join rank 0's run folder (see the module docstring).
+
+    DDP's per-step buffer broadcast is off: the module's training-loss sums are per-rank partial
+    sums (reduced when logged), which a broadcast would overwrite. Batch-norm running statistics
+    are instead broadcast from rank 0 before each evaluation, so every rank evaluates the model
+    that rank 0 checkpoints. With `norm.sync` they agree anyway (identical all-reduced inputs).
+    """
+
+    def __init__(self, config: DictConfig, **kwargs):
+        super().__init__(**_NO_FORWARD_BUFFER_SYNC, **kwargs)
+        self.config = config
+        # val/test metrics are torchmetrics objects: their compute() already syncs the ranks
+        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
+
+    def _configure_launcher(self) -> None:
+        self._launcher = RankJoiningLauncher(self.cluster_environment, self.num_processes,
+                                             self.num_nodes, self.config)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # Lightning seeds every rank alike: without this, dropout and augmentation would draw the
+        # same masks for every rank's share of the batch.
+        if self.global_rank:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+        if self.is_global_zero:
+            batch = self.config.data.batch_size
+            log.info("global batch %d = %d ranks x %d per device; batch-norm statistics %s", batch,
+                     self.world_size, batch // self.world_size,
+                     "synchronized" if self.config.norm.sync else "per device")
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        for module in self.lightning_module.modules():
+            if isinstance(module, _BatchNorm) and module.track_running_stats:
+                for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
+                    dist.broadcast(buffer, src=0)
+
+    def release(self) -> None:
+        """End of the run: leave the process group; rank 0 also releases the ranks it started."""
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        if isinstance(self._launcher, RankJoiningLauncher):
+            self._launcher.release()

@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.normlab-installed
 ARGS ?=
 
-.PHONY: help install data train ablation reproduce report test test-all lint format clean
+.PHONY: help install data train ablation reproduce report bench test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ reproduce: $(STAMP) ## the BatchNorm paper's Figure 1 setup at its full 50k-step
 
 report: $(STAMP) ## rebuild a sweep's report: make report SWEEP=outputs/multirun/<name>/<sweep>
 	$(PY) -m normlab.report $(SWEEP)
+
+bench: $(STAMP) ## steps/s vs a raw PyTorch loop + sweep wall time (ARGS="--repeats 3 ...")
+	$(PY) -m normlab.bench --json outputs/bench/bench.json $(ARGS)
 
 test: $(STAMP) ## the test suite (fast tests; slow ones: make test-all)
 	$(PY) -m pytest -q

@@ -70,8 +70,13 @@ def test_gradcheck_fails_for_a_wrong_custom_backward():
 
 
 def run_command(cli_env, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "normlab.gradcheck", "data=synthetic", *overrides],
-                          capture_output=True, text=True, env=cli_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "normlab.gradcheck", "data=synthetic", *overrides],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=120,
+    )
 
 
 def test_gradcheck_command_prints_a_table_and_exits_zero(cli_env):

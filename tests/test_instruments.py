@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
 from torch import nn
-from wandb_reader import wandb_history
 
+from conftest import TINY
 from normlab.callbacks.activation_stats import percentiles, unit_symmetry
 from normlab.callbacks.bn_diagnostics import batch_statistics
 from normlab.callbacks.probe import capture_probe, probe_metrics
 from normlab.config.errors import ConfigError
 from normlab.models.blocks import HiddenBlock
+from wandb_reader import wandb_history
 
 INSTRUMENTS = ["callbacks=instruments", "callbacks.instruments.every_n_steps=5"]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -57,11 +57,13 @@ def test_unit_symmetry_is_one_for_copies_and_near_one_over_width_for_independent
 
 def test_relu_layer_with_a_large_negative_bias_is_fully_dead():
     probe = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
-    metrics, _ = probe_metrics(one_layer_net(nn.ReLU(), bias=-100.0), probe, activation="relu",
-                               typical_unit=0, margin=0.05)
+    metrics, _ = probe_metrics(
+        one_layer_net(nn.ReLU(), bias=-100.0), probe, activation="relu", typical_unit=0, margin=0.05
+    )
     assert float(metrics["dead/layer1"]) == 1.0
-    metrics, _ = probe_metrics(one_layer_net(nn.ReLU(), bias=100.0), probe, activation="relu",
-                               typical_unit=0, margin=0.05)
+    metrics, _ = probe_metrics(
+        one_layer_net(nn.ReLU(), bias=100.0), probe, activation="relu", typical_unit=0, margin=0.05
+    )
     assert float(metrics["dead/layer1"]) == 0.0
 
 
@@ -129,15 +131,20 @@ def test_zero_init_keeps_units_identical(run_training):
 
 
 def test_deep_sigmoid_net_shows_vanishing_gradients(run_training):
-    _, run_dir = run_training(*TINY, *INSTRUMENTS, "norm=none", "activation=sigmoid",
-                              "model.depth=8")
+    _, run_dir = run_training(
+        *TINY, *INSTRUMENTS, "norm=none", "activation=sigmoid", "model.depth=8"
+    )
     first = recorded(run_dir, "grad/layer1/norm").iloc[0]
     assert first["grad/layer1/norm"] < 1e-3 * first["grad/layer8/norm"]
 
 
 def test_batch_statistics_undo_a_brightness_shift(run_training):
-    result, _ = run_training(*TINY, *INSTRUMENTS, "callbacks.instruments.shift.kind=brightness",
-                             "callbacks.instruments.shift.amount=3.0")
+    result, _ = run_training(
+        *TINY,
+        *INSTRUMENTS,
+        "callbacks.instruments.shift.kind=brightness",
+        "callbacks.instruments.shift.amount=3.0",
+    )
     assert result["bn/test_acc_running"] == pytest.approx(result["test/acc"])
     # a constant added to every input moves each first-layer unit by a constant: the batch
     # mean removes it, while the running mean does not
@@ -163,9 +170,18 @@ def test_batch_norm_centres_the_last_hidden_layers_inputs(run_training, tmp_path
     """Figure 1(b, c) after 400 steps of the paper's MLP (3x100 sigmoid, batch 60, small Gaussian
     init): without BN the last layer's percentiles all sit on the negative side, far from zero;
     with BN they straddle zero with the median near it."""
-    common = ["data=fashion_mnist", "model=mlp", "activation=sigmoid", "init=normal",
-              "optimizer=momentum", "trainer.max_steps=401", "trainer.val_check_interval=1000",
-              "data.test_size=1000", "callbacks=instruments", "callbacks.instruments.probe_size=1000"]
+    common = [
+        "data=fashion_mnist",
+        "model=mlp",
+        "activation=sigmoid",
+        "init=normal",
+        "optimizer=momentum",
+        "trainer.max_steps=401",
+        "trainer.val_check_interval=1000",
+        "data.test_size=1000",
+        "callbacks=instruments",
+        "threads=1",
+    ]
     last = {}
     for norm in ("none", "batch"):
         _, run_dir = run_training(*common, f"norm={norm}", run_dir=tmp_path / norm)

@@ -6,6 +6,8 @@ import torch
 from conftest import TINY
 from test_config import options
 
+GPUS = {"gpu": 1, "ddp": 2}  # trainer options that need GPUs
+
 CASES = (
     [("data", o) for o in options("data") if o not in ("mnist", "fashion_mnist")]
     + [("model", o) for o in options("model")]
@@ -16,7 +18,7 @@ CASES = (
     + [("scheduler", o) for o in options("scheduler")]
     + [("regularizer", o) for o in options("regularizer")]
     + [("logger", o) for o in options("logger")]
-    + [("trainer", o) for o in options("trainer") if o != "gpu" or torch.cuda.is_available()]
+    + [("trainer", o) for o in options("trainer") if torch.cuda.device_count() >= GPUS.get(o, 0)]
 )
 
 # image-only options need image data: the 8x8 digits are the cheapest real images

@@ -22,12 +22,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-import normlab.train  # noqa: F401  (registers the config schema and the uid resolver)
 from normlab.config.errors import ConfigError
+from normlab.config.resolvers import register_resolvers
+from normlab.config.schema import register_schemas
 from normlab.config.validate import validate
 from normlab.models.dropconnect import DropConnectLinear
 from normlab.paths import CONFIG_DIR
 from normlab.utils.seeding import run_seeds
+
+register_schemas()
+register_resolvers()
 
 # Below this size a gradient entry is compared in absolute terms: float64 centred differences
 # of an O(1) loss with step 1e-5 carry ~3e-11 of rounding noise, which would swamp the relative
@@ -58,13 +62,22 @@ def deterministic_training_mode(model: nn.Module) -> None:
             module.eval()
 
 
-def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
-                    max_entries: int | None, seed: int = 0) -> list[TensorCheck]:
+def check_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    max_entries: int | None,
+    seed: int = 0,
+) -> list[TensorCheck]:
     """Worst relative error of each parameter tensor of `model` (used as it is: float64 and
     deterministic is the caller's choice); at most `max_entries` random entries per tensor."""
     parameters = dict(model.named_parameters())
     loss = F.cross_entropy(model(x), y)
-    analytic = dict(zip(parameters, torch.autograd.grad(loss, list(parameters.values())), strict=True))
+    analytic = dict(
+        zip(parameters, torch.autograd.grad(loss, list(parameters.values())), strict=True)
+    )
     generator = torch.Generator().manual_seed(seed)
     checks = []
     with torch.no_grad():
@@ -106,8 +119,14 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     deterministic_training_mode(network)
     x, y = datamodule.tensors["train"]
     size = cfg.gradcheck.batch_size
-    return check_gradients(network, x[:size].double(), y[:size], epsilon=cfg.gradcheck.epsilon,
-                           max_entries=cfg.gradcheck.max_entries, seed=cfg.seed)
+    return check_gradients(
+        network,
+        x[:size].double(),
+        y[:size],
+        epsilon=cfg.gradcheck.epsilon,
+        max_entries=cfg.gradcheck.max_entries,
+        seed=cfg.seed,
+    )
 
 
 def format_report(checks: list[TensorCheck], tolerance: float) -> str:
@@ -135,9 +154,15 @@ def main(cfg: DictConfig) -> None:
         print(f"normlab: {kind} error: {exc}", file=sys.stderr)
         sys.exit(2)
     settings = cfg.gradcheck
-    entries = "every entry" if settings.max_entries is None else f"up to {settings.max_entries} random entries"
-    print(f"gradcheck: float64, first {settings.batch_size} training examples, epsilon "
-          f"{settings.epsilon:g}, {entries} per tensor")
+    entries = (
+        "every entry"
+        if settings.max_entries is None
+        else f"up to {settings.max_entries} random entries"
+    )
+    print(
+        f"gradcheck: float64, first {settings.batch_size} training examples, epsilon "
+        f"{settings.epsilon:g}, {entries} per tensor"
+    )
     print(format_report(checks, settings.tolerance))
     if max(check.worst for check in checks) > settings.tolerance:
         sys.exit(1)

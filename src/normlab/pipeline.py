@@ -116,6 +116,8 @@ def train(
         **trainer_kwargs(cfg),
         logger=loggers or False,
         callbacks=[*build_callbacks(cfg, run_dir), *extra_callbacks],
+        # without this, callbacks.checkpoint=false still got Lightning's default checkpoint
+        enable_checkpointing=cfg.callbacks.checkpoint,
         default_root_dir=str(run_dir),
     )
     status, tested, problem = "completed", {}, {}

@@ -13,30 +13,42 @@ import pytorch_lightning as pl
 
 
 class LoopMeter:
-    """Wall time, steps and peak memory of one training loop, from `start()` to `stop()`."""
+    """Wall time, CPU time, steps and peak memory of one training loop, `start()` to `stop()`.
+
+    CPU time (this process, all its threads) is less disturbed than wall time by other
+    processes on a shared machine; the headline figure is still wall time.
+    """
 
     def __init__(self) -> None:
         self.started_at = 0.0  # wall clock (time.time) when the loop starts: start-up ends here
-        self._start = 0.0
+        self._wall = self._cpu = 0.0
+        self._startup_peak_kib = self._start_rss_kib = 0
         self.measured: dict[str, Any] = {}
 
     def start(self) -> None:
         """Mark the loop's start; from here on the peak RSS is the loop's own."""
-        self.startup_peak_kib = peak_rss_kib()
-        self.loop_base_kib = _status_kib("VmRSS")
+        self._startup_peak_kib = peak_rss_kib()
+        self._start_rss_kib = _status_kib("VmRSS")
         reset_peak_rss()
-        self.started_at, self._start = time.time(), time.perf_counter()
+        self.started_at = time.time()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
 
     def stop(self, steps: int, val_acc: float | None) -> None:
         """Mark the loop's end after `steps` optimizer steps."""
-        seconds = time.perf_counter() - self._start
+        wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
         loop_peak = _status_kib("VmHWM")
         self.measured = {
-            "steps": steps, "loop_s": seconds, "started_at": self.started_at, "val_acc": val_acc,
-            "peak_rss_kib": max(self.startup_peak_kib, loop_peak),
-            "loop_peak_rss_kib": loop_peak, "loop_start_rss_kib": self.loop_base_kib,
-            # other processes it started and that still run, e.g. the W&B service
-            "service_peak_rss_kib": descendants_peak_kib()}
+            "steps": steps,
+            "loop_s": wall,
+            "loop_cpu_s": cpu,
+            "started_at": self.started_at,
+            "val_acc": val_acc,
+            "peak_rss_kib": max(self._startup_peak_kib, loop_peak),
+            "loop_start_rss_kib": self._start_rss_kib,
+            "loop_peak_rss_kib": loop_peak,
+            # processes it started that still run, e.g. the W&B service
+            "service_peak_rss_kib": descendants_peak_kib(),
+        }
 
 
 class LoopTimer(pl.Callback):

@@ -79,12 +79,21 @@ def unit_symmetry(output: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, shared / total.clamp_min(1e-300), 1.0).float()
 
 
-def layer_metrics(layer: str, preactivation: torch.Tensor, output: torch.Tensor, *,
-                  activation: str, typical_unit: int, margin: float) -> dict[str, torch.Tensor]:
+def layer_metrics(
+    layer: str,
+    preactivation: torch.Tensor,
+    output: torch.Tensor,
+    *,
+    activation: str,
+    typical_unit: int,
+    margin: float,
+) -> dict[str, torch.Tensor]:
     """All probe metrics of one layer under their logged names (`act/layer3/p15`, `sat/layer3`)."""
     metrics = {f"act/{layer}/{name}": value for name, value in distribution(preactivation).items()}
     unit = units_last(preactivation)[:, typical_unit]
-    metrics.update({f"act/{layer}/unit/{name}": value for name, value in distribution(unit).items()})
+    metrics.update(
+        {f"act/{layer}/unit/{name}": value for name, value in distribution(unit).items()}
+    )
     if activation in ASYMPTOTES:
         metrics[f"sat/{layer}"] = saturated_share(output, activation, margin)
     if activation in RECTIFIED:

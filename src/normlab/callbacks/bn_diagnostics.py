@@ -43,8 +43,10 @@ def running_stat_gap(name: str, norm: nn.Module, inputs: torch.Tensor) -> dict[s
     variance = ((samples - mean) ** 2).sum(dim=0) / max(len(samples) - 1, 1)
     running_std = (norm.running_var + norm.eps).sqrt()
     probe_std = (variance + norm.eps).sqrt()
-    return {f"bn/{name}/mean_gap": ((mean - norm.running_mean).abs() / running_std).mean(),
-            f"bn/{name}/std_gap": (probe_std / running_std - 1).abs().mean()}
+    return {
+        f"bn/{name}/mean_gap": ((mean - norm.running_mean).abs() / running_std).mean(),
+        f"bn/{name}/std_gap": (probe_std / running_std - 1).abs().mean(),
+    }
 
 
 @contextmanager
@@ -63,8 +65,13 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
             norm.track_running_stats = tracking
 
 
-def shift_inputs(x: torch.Tensor, kind: ShiftKind, amount: float, data_std: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
+def shift_inputs(
+    x: torch.Tensor,
+    kind: ShiftKind,
+    amount: float,
+    data_std: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """`x` under the shift of `callbacks.instruments.shift` (see ShiftConfig for the units)."""
     kind = ShiftKind(kind)
     if kind is ShiftKind.brightness:
@@ -94,8 +101,9 @@ def test_time_metrics(model: nn.Module, batches: Sequence[Batch], shift) -> dict
     if shift is not None:
         data_std = torch.cat([x.reshape(-1) for x, _ in batches]).std()
         generator = torch.Generator().manual_seed(0)  # the same noisy copy in every run
-        shifted = [(shift_inputs(x, shift.kind, shift.amount, data_std, generator), y)
-                   for x, y in batches]
+        shifted = [
+            (shift_inputs(x, shift.kind, shift.amount, data_std, generator), y) for x, y in batches
+        ]
         metrics["shift/test_acc"] = accuracy(model, shifted)
         if with_bn:
             with batch_statistics(model):

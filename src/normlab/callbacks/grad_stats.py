@@ -32,8 +32,9 @@ def snapshot(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: weight.detach().clone() for name, weight in weights.items()}
 
 
-def update_ratios(weights: dict[str, torch.Tensor],
-                  before: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def update_ratios(
+    weights: dict[str, torch.Tensor], before: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """`grad/<layer>/update_ratio`: ||W_after - W_before|| / ||W_before|| (NaN when W_before = 0).
 
     Includes everything that moved the weights in that step: the optimizer and weight decay.

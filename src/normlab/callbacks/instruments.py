@@ -33,7 +33,7 @@ def network(pl_module: pl.LightningModule) -> nn.Module:
 
 
 class Instruments(Callback):
-    """Activation, gradient and batch-norm statistics every N steps; see the README's metric list."""
+    """Activation, gradient and batch-norm statistics every N steps (README: "Instruments")."""
 
     def __init__(self, cfg: Any, activation: str | ActivationName):
         self.every_n_steps, self.probe_size = cfg.every_n_steps, cfg.probe_size
@@ -49,30 +49,45 @@ class Instruments(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.datamodule is None:
             raise ConfigError("callbacks.instruments needs a datamodule for its probe batch")
+        blocks = hidden_blocks(network(pl_module)).values()
+        narrowest = min((block.transform.weight.shape[0] for block in blocks), default=None)
+        if narrowest is not None and self.typical_unit >= narrowest:
+            raise ConfigError(
+                f"callbacks.instruments.typical_unit={self.typical_unit}: the narrowest hidden "
+                f"layer has {narrowest} units; pick a smaller one"
+            )
         self.probe = probe_inputs(trainer.datamodule, self.probe_size).to(pl_module.device)
-        widths = [block.transform.weight.shape[0] for block in hidden_blocks(network(pl_module)).values()]
-        if widths and self.typical_unit >= min(widths):
-            raise ConfigError(f"callbacks.instruments.typical_unit={self.typical_unit}: the "
-                              f"narrowest hidden layer has {min(widths)} units; pick a smaller one")
+        if self.histograms and _wandb(trainer) is not None:
+            import pandas  # noqa: F401  W&B imports it at its first histogram: pay that here
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step % self.every_n_steps or self._step == step or not trainer.is_global_zero:
             return
         self._step = step
-        self._record_probe(network(pl_module), histograms=self.histograms and _wandb(trainer) is not None)
+        self._record_probe(
+            network(pl_module), histograms=self.histograms and _wandb(trainer) is not None
+        )
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         if self._step != trainer.global_step:
             return
         weights = layer_weights(network(pl_module))
         self._metrics.update(gradient_metrics(weights))
         self._before = snapshot(weights)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if self._step is None or trainer.global_step == self._step:  # no optimizer step yet
             return
         if self._before:
@@ -89,11 +104,18 @@ class Instruments(Callback):
             pl_module.log_dict(test_time_metrics(network(pl_module), batches, self.shift))
 
     def _record_probe(self, model: nn.Module, *, histograms: bool) -> None:
-        metrics, preactivations = probe_metrics(model, self.probe, activation=self.activation,
-                                                typical_unit=self.typical_unit, margin=self.margin)
+        metrics, preactivations = probe_metrics(
+            model,
+            self.probe,
+            activation=self.activation,
+            typical_unit=self.typical_unit,
+            margin=self.margin,
+        )
         self._metrics.update(metrics)
         if histograms:
-            self._hist = {f"act/{name}/hist": histogram(values) for name, values in preactivations.items()}
+            self._hist = {
+                f"act/{name}/hist": histogram(values) for name, values in preactivations.items()
+            }
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
         """One host sync for all scalars; CSV gets scalars, W&B also the histograms."""
@@ -115,5 +137,7 @@ def _wandb(trainer: pl.Trainer) -> WandbLogger | None:
 def _wandb_histograms(hist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
     import wandb
 
-    return {name: wandb.Histogram(np_histogram=(counts.cpu().numpy(), edges.cpu().numpy()))
-            for name, (counts, edges) in hist.items()}
+    return {
+        name: wandb.Histogram(np_histogram=(counts.cpu().numpy(), edges.cpu().numpy()))
+        for name, (counts, edges) in hist.items()
+    }

@@ -26,7 +26,9 @@ def probe_inputs(datamodule: pl.LightningDataModule, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def capture_probe(model: nn.Module, probe: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def capture_probe(
+    model: nn.Module, probe: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Input and output of every hidden block's `act` (key: block name) and batch norm
     (key: `norm:<name>`) on the probe batch, in eval mode. The hooks live for this pass only."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -34,12 +36,17 @@ def capture_probe(model: nn.Module, probe: torch.Tensor) -> dict[str, tuple[torc
     def capture(key: str):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             captured[key] = (args[0], output)
+
         return hook
 
-    handles = [block.act.register_forward_hook(capture(name))
-               for name, block in hidden_blocks(model).items()]
-    handles += [norm.register_forward_hook(capture(f"norm:{name}"))
-                for name, norm in batch_norm_layers(model).items()]
+    handles = [
+        block.act.register_forward_hook(capture(name))
+        for name, block in hidden_blocks(model).items()
+    ]
+    handles += [
+        norm.register_forward_hook(capture(f"norm:{name}"))
+        for name, norm in batch_norm_layers(model).items()
+    ]
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
@@ -53,8 +60,9 @@ def capture_probe(model: nn.Module, probe: torch.Tensor) -> dict[str, tuple[torc
 
 
 @torch.no_grad()
-def probe_metrics(model: nn.Module, probe: torch.Tensor, *, activation: str, typical_unit: int,
-                  margin: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def probe_metrics(
+    model: nn.Module, probe: torch.Tensor, *, activation: str, typical_unit: int, margin: float
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The probe batch's metrics of every hidden layer and batch norm (still on the device),
     and the pre-activations by layer name."""
     metrics, preactivations = {}, {}
@@ -65,8 +73,11 @@ def probe_metrics(model: nn.Module, probe: torch.Tensor, *, activation: str, typ
             metrics.update(running_stat_gap(name, norms[name], inputs))
             continue
         preactivations[key] = inputs
-        metrics.update(layer_metrics(key, inputs, output, activation=activation,
-                                     typical_unit=typical_unit, margin=margin))
+        metrics.update(
+            layer_metrics(
+                key, inputs, output, activation=activation, typical_unit=typical_unit, margin=margin
+            )
+        )
     return metrics, preactivations
 
 

@@ -293,7 +293,7 @@ class InstrumentsConfig:
     """Probe-batch statistics of activations, gradients and norm layers (issue 3)."""
 
     every_n_steps: int = bounded(100, ge=1)  # record at optimizer steps 0, N, 2N, ...
-    probe_size: int = bounded(1000, ge=2)  # the first examples of the validation split
+    probe_size: int = bounded(500, ge=2)  # the first examples of the validation split
     typical_unit: int = bounded(0, ge=0)  # the unit (channel) of the act/<layer>/unit/* stats
     saturation_margin: float = bounded(0.05, gt=0, lt=0.5)  # output this close to an asymptote
     histograms: bool = True  # pre-activation histograms (W&B only)

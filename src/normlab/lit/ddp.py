@@ -21,10 +21,14 @@ from inspect import signature
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.layer_sync import LayerSync
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
+
+from normlab.models.sync_batchnorm import convert_to_sync, revert_from_sync
 
 log = logging.getLogger("normlab")
 
@@ -49,7 +53,9 @@ class RankJoiningLauncher(_SubprocessScriptLauncher):
         self._watching = False
 
     def launch(self, function, *args, trainer=None, **kwargs):
-        self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        self.cluster_environment.validate_settings(
+            num_devices=self.num_processes, num_nodes=self.num_nodes
+        )
         if not self.cluster_environment.creates_processes_externally:  # first call (fit) only
             self._start_ranks(trainer.default_root_dir)
         return function(*args, **kwargs)
@@ -59,22 +65,37 @@ class RankJoiningLauncher(_SubprocessScriptLauncher):
         environment = self.cluster_environment
         self._saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
         # LOCAL_RANK=0 here also tells the later trainer.test() that the ranks already exist
-        os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port),
-                          NODE_RANK=str(environment.node_rank()), LOCAL_RANK="0",
-                          WORLD_SIZE=str(self.num_processes * self.num_nodes))
+        os.environ.update(
+            MASTER_ADDR=environment.main_address,
+            MASTER_PORT=str(environment.main_port),
+            NODE_RANK=str(environment.node_rank()),
+            LOCAL_RANK="0",
+            WORLD_SIZE=str(self.num_processes * self.num_nodes),
+        )
         threads = torch.get_num_threads()
-        job = {"run_dir": run_dir, "threads": threads,
-               "config": OmegaConf.to_container(self.config, resolve=True, enum_to_str=True)}
+        job = {
+            "run_dir": run_dir,
+            "threads": threads,
+            "config": OmegaConf.to_container(self.config, resolve=True, enum_to_str=True),
+        }
         for local_rank in range(1, self.num_processes):
-            env = {**os.environ, "LOCAL_RANK": str(local_rank), "OMP_NUM_THREADS": str(threads),
-                   JOIN_ENV: json.dumps(job)}
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "normlab.rank_worker"], env=env))
+            env = {
+                **os.environ,
+                "LOCAL_RANK": str(local_rank),
+                "OMP_NUM_THREADS": str(threads),
+                JOIN_ENV: json.dumps(job),
+            }
+            self.procs.append(
+                subprocess.Popen([sys.executable, "-m", "normlab.rank_worker"], env=env)
+            )
         self._watching = True
         threading.Thread(target=self._watch, daemon=True, name="normlab-rank-watch").start()
 
     def _watch(self) -> None:
-        """A rank that dies takes its siblings down, so none waits forever in a collective; rank 0
-        then fails on the broken connection and its cell is recorded as failed (the sweep goes on)."""
+        """A rank that dies takes its siblings down, so none waits forever in a collective.
+
+        Rank 0 then fails on the broken connection and a sweep records the cell as failed and
+        goes on (Lightning's own watcher would kill rank 0, and with it the whole sweep)."""
         while self._watching:
             if any(proc.poll() not in (None, 0) for proc in self.procs):
                 for proc in self.procs:
@@ -117,8 +138,9 @@ class NormlabDDPStrategy(DDPStrategy):
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
 
     def _configure_launcher(self) -> None:
-        self._launcher = RankJoiningLauncher(self.cluster_environment, self.num_processes,
-                                             self.num_nodes, self.config)
+        self._launcher = RankJoiningLauncher(
+            self.cluster_environment, self.num_processes, self.num_nodes, self.config
+        )
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -128,9 +150,13 @@ class NormlabDDPStrategy(DDPStrategy):
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.is_global_zero:
             batch = self.config.data.batch_size
-            log.info("global batch %d = %d ranks x %d per device; batch-norm statistics %s", batch,
-                     self.world_size, batch // self.world_size,
-                     "synchronized" if self.config.norm.sync else "per device")
+            log.info(
+                "global batch %d = %d ranks x %d per device; batch-norm statistics %s",
+                batch,
+                self.world_size,
+                batch // self.world_size,
+                "synchronized" if self.config.norm.sync else "per device",
+            )
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
@@ -145,3 +171,14 @@ class NormlabDDPStrategy(DDPStrategy):
             dist.destroy_process_group()
         if isinstance(self._launcher, RankJoiningLauncher):
             self._launcher.release()
+
+
+class BatchNormSync(LayerSync):
+    """Lightning plugin for `norm.sync`: DDP converts the batch norms when fit starts and
+    reverts them after (over NCCL to PyTorch's fused SyncBatchNorm)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return convert_to_sync(model, fused=dist.get_backend() == "nccl")
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        return revert_from_sync(model)

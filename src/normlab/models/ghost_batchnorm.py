@@ -21,11 +21,17 @@ class _GhostStatistics:
         if not self.training or self.ghost_batches == 1:
             return super().forward(x)
         if x.size(0) % self.ghost_batches:
-            raise ValueError(f"batch of {x.size(0)} does not split into "
-                             f"norm.ghost_batches={self.ghost_batches} equal slices")
+            raise ValueError(
+                f"batch of {x.size(0)} does not split into "
+                f"norm.ghost_batches={self.ghost_batches} equal slices"
+            )
         slices = x.chunk(self.ghost_batches)
-        out = torch.cat([F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps)
-                         for part in slices])
+        out = torch.cat(
+            [
+                F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                for part in slices
+            ]
+        )
         if self.track_running_stats:
             self._update_running_stats(x.detach())
         return out
@@ -38,7 +44,9 @@ class _GhostStatistics:
         per_slice = per_slice.reshape(self.ghost_batches, x.size(1), -1)
         mean, var = per_slice.mean(-1).mean(0), per_slice.var(-1, unbiased=True).mean(0)
         self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        factor = (
+            self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        )
         self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
         self.running_var.mul_(1 - factor).add_(var, alpha=factor)
 

@@ -24,8 +24,9 @@ def build_norm(
     if kind is NormName.batch:
         if ghost_batches > 1:
             ghost = GhostBatchNorm2d if spatial else GhostBatchNorm1d
-            return ghost(num_features, eps=eps, momentum=momentum, affine=affine,
-                         ghost_batches=ghost_batches)
+            return ghost(
+                num_features, eps=eps, momentum=momentum, affine=affine, ghost_batches=ghost_batches
+            )
         layer = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return layer(num_features, eps=eps, momentum=momentum, affine=affine)
     if kind is NormName.layer:

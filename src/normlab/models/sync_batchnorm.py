@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from pytorch_lightning.plugins.layer_sync import LayerSync
 from torch import nn
 
 
@@ -64,7 +63,9 @@ class _SyncedStatistics:
         # The all-reduce gives every rank bitwise-identical statistics, so the running
         # statistics agree across ranks without being broadcast.
         self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        factor = (
+            self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        )
         unbiased = var * (count / max(count - 1.0, 1.0))
         self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
         self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
@@ -101,8 +102,13 @@ def convert_to_sync(module: nn.Module, fused: bool = False) -> nn.Module:
     """
     plain = type(module)
     if plain in SYNCED:
-        args = (module.num_features, module.eps, module.momentum, module.affine,
-                module.track_running_stats)
+        args = (
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         synced = nn.SyncBatchNorm(*args) if fused else SYNCED[plain](*args)
         synced.unsynced_class = plain
         _swap(module, synced)
@@ -115,20 +121,15 @@ def convert_to_sync(module: nn.Module, fused: bool = False) -> nn.Module:
 def revert_from_sync(module: nn.Module) -> nn.Module:
     """Undo `convert_to_sync`: each synchronized layer becomes the class it replaced."""
     if isinstance(module, (_SyncedStatistics, nn.SyncBatchNorm)):
-        plain = module.unsynced_class(module.num_features, module.eps, module.momentum,
-                                      module.affine, module.track_running_stats)
+        plain = module.unsynced_class(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         _swap(module, plain)
         return plain
     for name, child in module.named_children():
         module.add_module(name, revert_from_sync(child))
     return module
-
-
-class BatchNormSync(LayerSync):
-    """Lightning plugin: DDP strategies convert batch norms when fit starts and revert them after."""
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        return convert_to_sync(model, fused=dist.get_backend() == "nccl")
-
-    def revert(self, model: nn.Module) -> nn.Module:
-        return revert_from_sync(model)

@@ -35,19 +35,24 @@ def devices_per_node(trainer_cfg) -> int | None:
 
 
 def world_size(trainer_cfg) -> int | None:
-    """Ranks in all: devices per node x nodes (None when the device count is left to the machine)."""
+    """Ranks in all: devices per node x nodes (None when the machine decides the device count)."""
     per_node = devices_per_node(trainer_cfg)
     return None if per_node is None else per_node * trainer_cfg.num_nodes
 
 
 def slurm_manages_tasks() -> bool:
     """SLURM started this process as one of its tasks (Lightning's SLURMEnvironment.detect rule)."""
-    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
 
 
 def launched_externally() -> bool:
     """Every rank was started by the cluster (srun, torchrun), not by normlab's launcher."""
-    elastic = all(key in os.environ for key in ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"))
+    elastic = all(
+        key in os.environ for key in ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    )
     return slurm_manages_tasks() or elastic
 
 
@@ -105,25 +110,35 @@ def check_distributed(cfg) -> None:
     trainer, norm, batch = cfg.trainer, cfg.norm, cfg.data.batch_size
     world = world_size(trainer)
     if trainer.strategy.startswith("ddp") and trainer.strategy not in _MULTI_PROCESS_STRATEGIES:
-        raise ConfigError(f"trainer.strategy={trainer.strategy}: normlab starts ranks itself; use "
-                          "trainer=ddp (GPUs) or trainer=ddp_cpu (CPU processes), strategy ddp")
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy}: normlab starts ranks itself; use "
+            "trainer=ddp (GPUs) or trainer=ddp_cpu (CPU processes), strategy ddp"
+        )
     if world is not None and batch % world:
         multiple = batch - batch % world or world
-        raise ConfigError(f"data.batch_size={batch} is the global batch and must split evenly over "
-                          f"{world} ranks (trainer.devices x trainer.num_nodes); use a multiple of "
-                          f"{world}, e.g. {multiple}")
+        raise ConfigError(
+            f"data.batch_size={batch} is the global batch and must split evenly over "
+            f"{world} ranks (trainer.devices x trainer.num_nodes); use a multiple of "
+            f"{world}, e.g. {multiple}"
+        )
     ghosts = norm.ghost_batches
     if ghosts == 1:
         return
     if norm.name != "batch":
-        raise ConfigError(f"norm.ghost_batches={ghosts} applies to norm=batch only (norm={norm.name})")
+        raise ConfigError(
+            f"norm.ghost_batches={ghosts} applies to norm=batch only (norm={norm.name})"
+        )
     if (world or 1) > 1 and norm.sync:
-        raise ConfigError(f"norm.ghost_batches={ghosts} splits each device's batch, norm.sync=true "
-                          "joins the devices' batches; set norm.sync=false or norm.ghost_batches=1")
+        raise ConfigError(
+            f"norm.ghost_batches={ghosts} splits each device's batch, norm.sync=true "
+            "joins the devices' batches; set norm.sync=false or norm.ghost_batches=1"
+        )
     per_device = batch // (world or 1)
     if per_device % ghosts:
-        raise ConfigError(f"norm.ghost_batches={ghosts} does not divide the per-device batch of "
-                          f"{per_device} (data.batch_size={batch}); pick a divisor of {per_device}")
+        raise ConfigError(
+            f"norm.ghost_batches={ghosts} does not divide the per-device batch of "
+            f"{per_device} (data.batch_size={batch}); pick a divisor of {per_device}"
+        )
 
 
 def distributed_kwargs(cfg) -> dict[str, Any]:
@@ -132,19 +147,24 @@ def distributed_kwargs(cfg) -> dict[str, Any]:
     strategy = cfg.trainer.strategy
     if not (strategy == "ddp" or (strategy == "auto" and world_size(cfg.trainer) != 1)):
         return {}
-    from normlab.lit.ddp import NormlabDDPStrategy
-    from normlab.models.sync_batchnorm import BatchNormSync
+    from normlab.lit.ddp import BatchNormSync, NormlabDDPStrategy
 
-    return {"strategy": NormlabDDPStrategy(cfg), "plugins": [BatchNormSync()] if cfg.norm.sync else []}
+    return {
+        "strategy": NormlabDDPStrategy(cfg),
+        "plugins": [BatchNormSync()] if cfg.norm.sync else [],
+    }
 
 
 def batch_layout(trainer, cfg) -> dict[str, Any]:
     """How the global batch was split, for result.json."""
     world = trainer.world_size
     environment = getattr(trainer.strategy, "cluster_environment", None)
-    return {"world_size": world, "per_device_batch_size": cfg.data.batch_size // world,
-            "norm_sync": bool(world > 1 and cfg.norm.sync),
-            "cluster": type(environment).__name__ if environment is not None else None}
+    return {
+        "world_size": world,
+        "per_device_batch_size": cfg.data.batch_size // world,
+        "norm_sync": bool(world > 1 and cfg.norm.sync),
+        "cluster": type(environment).__name__ if environment is not None else None,
+    }
 
 
 def finish_distributed(trainer) -> None:

@@ -24,6 +24,11 @@ def build_loggers(
     if wandb_cfg is not None and wandb_cfg.mode.value != "disabled":
         import wandb
 
+        if wandb_cfg.mode.value == "offline":
+            # The run's mode alone leaves W&B's process-wide telemetry on: its first log builds
+            # an OpenTelemetry exporter (~0.1 s inside the training loop, two threads that post
+            # to api.wandb.ai). Offline settings for the process turn it off.
+            wandb.setup(settings=wandb.Settings(mode="offline"))
         wandb_logger = WandbLogger(
             name=run_name,
             save_dir=str(run_dir),

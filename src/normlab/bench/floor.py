@@ -1,0 +1,71 @@
+"""The Lightning floor: the least a LightningModule can do on normlab's resident batches (a loss,
+SGD, validation accuracy; no logger, checkpoint, progress bar or metric objects). What is left
+between it and the raw loop is Lightning's own per-step cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from normlab.bench.timer import LoopTimer
+from normlab.data.batches import ResidentBatches
+from normlab.data.datamodule import ResidentDataModule
+from normlab.models.build import build_model
+from normlab.models.initialization import initialize
+from normlab.utils.seeding import run_seeds
+from normlab.utils.threads import apply_thread_policy
+
+
+class BareModule(pl.LightningModule):
+    """Cross-entropy and the optimizer; validation accuracy as one number per validation."""
+
+    def __init__(self, model: nn.Module, optimizer_factory: Any):
+        super().__init__()
+        self.model, self.optimizer_factory = model, optimizer_factory
+        self.correct, self.seen = 0, 0
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.correct += int((self.model(x).argmax(dim=1) == y).sum())
+        self.seen += len(y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", self.correct / self.seen)
+        self.correct, self.seen = 0, 0
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
+
+
+def train_floor(cfg: DictConfig) -> dict[str, Any]:
+    """Train BareModule on `cfg`'s model and data; its LoopMeter measurement."""
+    apply_thread_policy(cfg.threads)
+    seeds = run_seeds(cfg)
+    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
+    data.setup()
+    pl.seed_everything(seeds.init, verbose=False)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    train = ResidentBatches(*data.tensors["train"], cfg.data.batch_size, shuffle=True,
+                            drop_last=True, seed=seeds.data)
+    val = ResidentBatches(*data.tensors["val"], cfg.data.eval_batch_size, shuffle=False,
+                          drop_last=False)
+    timer = LoopTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=cfg.trainer.max_steps,
+        val_check_interval=cfg.trainer.val_check_interval, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer.fit(BareModule(model, instantiate(cfg.optimizer)), train, val)
+    return timer.meter.measured

@@ -1,0 +1,65 @@
+"""The reference: a hand-written PyTorch loop on normlab's model factories and resident batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from normlab.bench.timer import LoopMeter
+from normlab.data.batches import ResidentBatches
+from normlab.data.datamodule import ResidentDataModule
+from normlab.models.build import build_model
+from normlab.models.initialization import initialize
+from normlab.utils.seeding import run_seeds
+from normlab.utils.threads import apply_thread_policy
+
+
+def train_raw(cfg: DictConfig) -> dict[str, Any]:
+    """SGD steps with no logging, validating at the trainer's cadence; its LoopMeter measurement.
+
+    Same seeds as normlab's pipeline, so the weights and the batch order are the same too.
+    """
+    apply_thread_policy(cfg.threads)
+    seeds = run_seeds(cfg)
+    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
+    data.setup()
+    torch.manual_seed(seeds.init)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    batches = ResidentBatches(*data.tensors["train"], cfg.data.batch_size, shuffle=True,
+                              drop_last=True, seed=seeds.data)
+    steps, every = cfg.trainer.max_steps, cfg.trainer.val_check_interval
+    val_acc, step = None, 0
+    meter = LoopMeter()
+    meter.start()
+    while step < steps:
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % every == 0:
+                val_acc = accuracy(model, *data.tensors["val"], cfg.data.eval_batch_size)
+            if step == steps:
+                break
+        batches.set_epoch(batches.epoch + 1)
+    meter.stop(step, val_acc)
+    return meter.measured
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Eval-mode accuracy over (x, y) in chunks of `batch_size`."""
+    model.eval()
+    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                  for i in range(0, len(y), batch_size))
+    model.train()
+    return correct / len(y)

@@ -1,0 +1,226 @@
+"""Multi-device runs: two CPU processes over gloo stand in for two GPUs.
+
+Multi-process runs go through the CLI in subprocesses, as users start them; the single-process
+references train in-process. The parity runs train 30 steps of the
+synthetic set and compare per-step training losses (log_every_n_steps=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from normlab.config.errors import ConfigError
+from normlab.config.validate import validate
+from normlab.data.batches import ResidentBatches
+from normlab.models.ghost_batchnorm import GhostBatchNorm1d
+from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
+from normlab.paths import CONFIG_DIR, REPO_DIR
+from normlab.pipeline import train
+from sync_bn_worker import sync_bn_rank
+
+STEPS = 30
+PARITY = [
+    "data=synthetic",
+    f"trainer.max_steps={STEPS}",
+    "trainer.log_every_n_steps=1",
+    "trainer.val_check_interval=15",
+]
+
+
+def normlab_train(*args: str, root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m normlab.train ARGS` with outputs under `root`, W&B offline."""
+    env = dict(
+        os.environ,
+        NORMLAB_ROOT=str(root),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        PYTHONPATH=str(REPO_DIR / "src"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "normlab.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def only_run_dir(root: Path) -> Path:
+    [run_dir] = (root / "outputs" / "runs").iterdir()
+    return run_dir
+
+
+def train_losses(run_dir: Path) -> pd.Series:
+    """train/loss by optimizer step, one row per step."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    losses = metrics.dropna(subset=["train/loss"]).set_index("step")["train/loss"]
+    assert losses.index.is_unique
+    return losses
+
+
+@pytest.fixture(scope="module")
+def parity_runs(tmp_path_factory, data_dir) -> dict[str, Path]:
+    """Run folders: two synced ranks (with W&B), two ranks with per-device statistics (both
+    through the CLI), one process on the global batch and one with two ghost batches."""
+    runs = {}
+    for name, overrides in {
+        "synced": ["trainer=ddp_cpu", "logger=wandb"],
+        "per_device": ["trainer=ddp_cpu", "norm.sync=false"],
+    }.items():
+        root = tmp_path_factory.mktemp(name)
+        normlab_train(*PARITY, *overrides, root=root)
+        runs[name] = only_run_dir(root)
+    for name, overrides in {"single": [], "ghost": ["norm.ghost_batches=2"]}.items():
+        root = tmp_path_factory.mktemp(name)
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    f"paths.root_dir={root}",
+                    f"paths.data_dir={data_dir}",
+                    *PARITY,
+                    "trainer=cpu",
+                    *overrides,
+                ],
+            )
+        runs[name] = root / "run"
+        train(cfg, runs[name])
+    return runs
+
+
+def test_synced_ranks_match_one_process_on_the_global_batch(parity_runs):
+    single, synced = train_losses(parity_runs["single"]), train_losses(parity_runs["synced"])
+    assert len(single) == STEPS
+    pd.testing.assert_series_equal(synced, single, rtol=1e-4, atol=1e-6)
+    # the weights and the running statistics (what evaluation uses) agree as well
+    state = {
+        name: torch.load(
+            parity_runs[name] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+        )["state_dict"]
+        for name in ("single", "synced")
+    }
+    for key, value in state["single"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(state["synced"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_per_device_statistics_match_ghost_batches_not_the_synced_run(parity_runs):
+    per_device = train_losses(parity_runs["per_device"])
+    pd.testing.assert_series_equal(
+        per_device, train_losses(parity_runs["ghost"]), rtol=1e-4, atol=1e-6
+    )
+    gap = (per_device - train_losses(parity_runs["synced"])).abs().max()
+    assert gap > 1e-3, "per-device statistics should change the trajectory"
+
+
+def test_rank_zero_alone_writes_the_run_folder(parity_runs):
+    run_dir = parity_runs["synced"]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["steps"] == STEPS
+    assert (result["world_size"], result["per_device_batch_size"], result["norm_sync"]) == (
+        2,
+        16,
+        True,
+    )
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert sorted(p.name for p in run_dir.glob("*.csv")) == ["metrics.csv"]
+    assert json.loads((parity_runs["single"] / "result.json").read_text())["world_size"] == 1
+
+
+def test_multirun_with_ddp_cpu_runs_each_cell_once(tmp_path):
+    done = normlab_train(
+        "-m",
+        "seed=0,1",
+        "data=synthetic",
+        "trainer=ddp_cpu",
+        "trainer.max_steps=10",
+        "trainer.val_check_interval=5",
+        "trainer.log_every_n_steps=5",
+        root=tmp_path,
+    )
+    log = done.stdout + done.stderr
+    assert log.count("Launching 2 jobs") == 1  # no rank re-launched the sweep
+    assert log.count("#0 :") == log.count("#1 :") == 1 and "#2 :" not in log
+    [sweep] = (tmp_path / "outputs" / "multirun" / "default").iterdir()
+    cells = [path for path in sweep.iterdir() if path.is_dir() and path.name.startswith("data=")]
+    assert len(cells) == 2
+    for cell in cells:
+        assert json.loads((cell / "result.json").read_text())["status"] == "completed"
+        assert list(train_losses(cell).index) == [4, 9]
+    assert not (tmp_path / "outputs" / "runs").exists()  # no stray single-run folder from a rank
+
+
+def test_rank_shares_partition_each_global_batch():
+    x, y = torch.arange(48.0).unsqueeze(1), torch.arange(48)
+    whole = ResidentBatches(x, y, 12, shuffle=True, drop_last=True, seed=3)
+    ranks = [
+        ResidentBatches(x, y, 12, shuffle=True, drop_last=True, seed=3, rank=r, world_size=3)
+        for r in range(3)
+    ]
+    for epoch in (0, 1):
+        for batches in (whole, *ranks):
+            batches.set_epoch(epoch)
+        for (_, batch), *shares in zip(whole, *ranks, strict=True):
+            assert [len(share_y) for _, share_y in shares] == [4, 4, 4]
+            torch.testing.assert_close(torch.cat([share_y for _, share_y in shares]), batch)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["trainer=ddp_cpu", "trainer.devices=3", "data.batch_size=32"], "data.batch_size=32"),
+        (["trainer=ddp_cpu", "norm.ghost_batches=2"], "norm.sync=false"),
+        (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn"),
+    ],
+)
+def test_impossible_multi_device_settings_are_config_errors(compose_cfg, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg("data=synthetic", *overrides))
+
+
+def test_ghost_batch_norm_normalizes_each_slice_alone():
+    torch.manual_seed(0)
+    x = torch.randn(8, 5) * 3 + 1
+    ghost, plain = GhostBatchNorm1d(5, ghost_batches=2), nn.BatchNorm1d(5, affine=False)
+    expected = torch.cat([plain(half) for half in x.chunk(2)])
+    torch.testing.assert_close(ghost(x), expected)
+    slice_means = torch.stack([half.mean(0) for half in x.chunk(2)]).mean(0)
+    torch.testing.assert_close(ghost.running_mean, 0.1 * slice_means)
+
+
+def test_sync_batch_norm_over_two_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+    from lightning_fabric.plugins.environments.lightning import find_free_network_port
+
+    mp.spawn(sync_bn_rank, args=(2, find_free_network_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.manual_seed(0)
+    x, target = torch.randn(8, 3) * 2 + 1, torch.randn(8, 3)
+    x.requires_grad_()
+    reference = nn.BatchNorm1d(3)
+    out = reference(x)
+    ((out - target) ** 2).mean().backward()
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
+    # the whole-batch mean loss is the average of the two shares' losses
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]) / 2, x.grad)
+    torch.testing.assert_close((ranks[0]["w_grad"] + ranks[1]["w_grad"]) / 2, reference.weight.grad)
+    for rank in ranks:  # the running statistics agree across ranks and with one process
+        assert torch.equal(rank["running_mean"], ranks[0]["running_mean"])
+        assert torch.equal(rank["running_var"], ranks[0]["running_var"])
+        torch.testing.assert_close(rank["running_mean"], reference.running_mean)
+        torch.testing.assert_close(rank["running_var"], reference.running_var)
+        assert rank["class"] == "BatchNorm1d"
+    assert isinstance(convert_to_sync(nn.BatchNorm1d(3)), SyncBatchNorm1d)

@@ -70,14 +70,6 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        """No copy and no walk over the batch when it is already there (ResidentDataModule
-        moved its tensors to the device once); other batches take Lightning's path."""
-        x, y = batch
-        if x.device == device and y.device == device:
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self.augment is not None:

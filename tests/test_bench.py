@@ -1,0 +1,71 @@
+"""`python -m normlab.bench` on a tiny budget: every case and sweep runs and is reported.
+
+No timing assertions: the figures depend on the machine. The thread policy is checked where it
+matters, inside the parallel launcher's joblib workers (read back from provenance.json).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from normlab.bench.cases import LABELS
+from normlab.bench.summary import summarize_cases
+from normlab.utils.threads import available_cores
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One tiny benchmark run: (stdout, the JSON report)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "normlab.bench", "--steps", "20", "--repeats", "1",
+         "--sweep-steps", "5", "--sweep-seeds", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_bench_prints_one_row_per_case_and_per_sweep(bench):
+    stdout, _ = bench
+    assert "| case | steps/s (median) |" in stdout
+    assert "| sweep | cells |" in stdout
+    for label in LABELS.values():
+        assert f"| {label} |" in stdout
+
+
+def test_bench_json_holds_every_run_and_the_machine(bench):
+    _, report = bench
+    assert {"cpu", "cores", "torch", "load_average"} <= set(report["machine"])
+    assert [run["steps"] for run in report["runs"]] == [20] * len(LABELS)
+    rows = {row["case"]: row for row in report["cases"]}
+    assert set(rows) == set(LABELS)
+    assert rows["raw"]["ratio_to_raw"] == 1.0
+    for row in rows.values():
+        assert row["steps_per_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mib"] > 0
+        assert row["loop_peak_rss_mib"] > 0
+    assert rows["normlab"]["service_peak_rss_mib"] > 0  # the W&B service process
+
+
+def test_parallel_sweep_jobs_share_the_cores(bench):
+    _, report = bench
+    serial, parallel = report["sweeps"]
+    assert serial["cells"] == parallel["cells"] == 4
+    assert serial["threads"] == str(available_cores())
+    assert parallel["threads"] == str(max(1, available_cores() // 2))  # n_jobs=2
+
+
+def test_ratio_pairs_repetitions_and_spread_spans_them():
+    def run(case, repeat, seconds):
+        return {"case": case, "repeat": repeat, "steps": 100, "loop_s": seconds, "startup_s": 1.0,
+                "peak_rss_kib": 1024, "loop_peak_rss_kib": 1024, "loop_start_rss_kib": 1024,
+                "service_peak_rss_kib": 0, "val_acc": None}
+
+    # repetition 1 ran on a busier machine: both cases slowed down alike
+    runs = [run("raw", 0, 1.0), run("b", 0, 2.0), run("raw", 1, 2.0), run("b", 1, 4.0)]
+    rows = {row["case"]: row for row in summarize_cases(runs)}
+    assert rows["b"]["ratio_to_raw"] == pytest.approx(0.5)
+    assert rows["b"]["steps_per_s_min"] == 25 and rows["b"]["steps_per_s_max"] == 50
+    assert rows["b"]["spread_pct"] == pytest.approx(100 * 25 / 37.5)

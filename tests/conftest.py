@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# one torch thread per test process (in-process runs and CLI subprocesses alike): the tiny test
+# models run as fast on one thread, and 2-thread runs slow down 10x whenever the cores are busy
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 

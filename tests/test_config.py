@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
+from hydra import compose, initialize_config_dir
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate
@@ -55,15 +56,18 @@ def test_every_group_has_the_documented_options():
     assert set(options("data")) == {"fashion_mnist", "mnist", "digits", "mnist1d", "synthetic"}
 
 
-def test_every_norm_activation_init_combination_composes_and_builds(compose_cfg):
+def test_every_norm_activation_init_combination_composes_and_builds():
     combos = list(itertools.product(options("norm"), options("activation"), options("init")))
     assert len(combos) >= 4 * 7 * 11
-    for norm, activation, init in combos:
-        cfg = compose_cfg(f"norm={norm}", f"activation={activation}", f"init={init}")
-        validate(cfg)
-        assert (cfg.norm.name, cfg.activation.name) == (norm, activation)
-        model = build_model(cfg, (1, 28, 28), 10)
-        assert sum(p.numel() for p in model.parameters()) > 0
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for norm, activation, init in combos:
+            cfg = compose(
+                "train", overrides=[f"norm={norm}", f"activation={activation}", f"init={init}"]
+            )
+            validate(cfg)
+            assert (cfg.norm.name, cfg.activation.name) == (norm, activation)
+            model = build_model(cfg, (1, 28, 28), 10)
+            assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_seed_zero_is_a_seed(compose_cfg):

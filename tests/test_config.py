@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from conftest import TINY
-from hydra import compose, initialize_config_dir
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate

@@ -19,13 +19,26 @@ def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
     """Checkpoint (last.ckpt at every validation), early stopping and instruments when asked."""
     callbacks: list[Callback] = []
     if cfg.callbacks.checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last",
-                                         save_top_k=1, monitor=None, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(run_dir / "checkpoints"),
+                filename="last",
+                save_top_k=1,
+                monitor=None,
+                enable_version_counter=False,
+            )
+        )
         callbacks.append(CheckpointOnPreemption(last_checkpoint(run_dir)))
     stopping = cfg.regularizer.get("early_stopping")
     if stopping is not None:
-        callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode,
-                                       patience=stopping.patience, min_delta=stopping.min_delta))
+        callbacks.append(
+            EarlyStopping(
+                monitor=stopping.monitor,
+                mode=stopping.mode,
+                patience=stopping.patience,
+                min_delta=stopping.min_delta,
+            )
+        )
     if cfg.callbacks.instruments is not None:
         callbacks.append(Instruments(cfg.callbacks.instruments, cfg.activation.name))
     return callbacks

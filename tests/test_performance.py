@@ -4,8 +4,8 @@
 import math
 
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from normlab.data.datamodule import ResidentDataModule
 
 

@@ -1,6 +1,7 @@
 """`python -m normlab.bench`: normlab's training loop against a hand-written PyTorch loop.
 
-Modules: cases (what each benchmarked case runs), template (the common Lightning template it is
-compared with), timer (loop timing and memory), worker (one case in a fresh process), sweep
-(a 12-cell sweep, serial vs parallel), summary (medians, ratios, table, JSON), __main__ (CLI).
+Modules: cases (the benchmarked cases and the one that runs the real pipeline), raw (the
+reference loop), template (the common Lightning template), floor (a bare LightningModule),
+timer (loop time and memory), worker (one case in a fresh process), sweep (the main ablation,
+serial vs parallel), summary (medians, ratios, tables), __main__ (the command line).
 """

@@ -2,10 +2,11 @@
 
 Every case trains the default config (3x100 sigmoid MLP + BN, Fashion-MNIST, batch 60, SGD,
 validation every 500 steps) for the same steps, each repetition in a fresh process; the cases
-are interleaved (a b c d, b c d a, ...) so load drifts hit them alike. Steps/s is timed from
-the first to the last training step (on_train_start -> on_train_end): start-up and the final
-test are excluded and reported apart. Then the main ablation sweep runs serially and through
-the parallel launcher. Prints Markdown tables; `--json PATH` writes every measurement.
+are interleaved (a b c d e, b c d e a, ...) so load drifts hit them alike. Steps/s is timed
+from the first to the last training step (on_train_start -> on_train_end): start-up and the
+final test are excluded and reported apart. Then the main ablation sweep (12 cells) runs
+serially and through the parallel launcher. Prints Markdown tables and the issue's targets;
+`--json PATH` writes every measurement.
 """
 
 from __future__ import annotations
@@ -24,58 +25,102 @@ from typing import Any
 
 import normlab
 from normlab.bench.cases import LABELS
-from normlab.bench.summary import cases_table, summarize_cases, sweep_table
+from normlab.bench.summary import (
+    cases_table,
+    summarize_cases,
+    sweep_table,
+    targets,
+    targets_table,
+)
 from normlab.bench.sweep import time_sweeps
 from normlab.utils.threads import available_cores
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m normlab.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command line (see --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m normlab.bench", description=__doc__, formatter_class=_HelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=3000, help="training steps per case run")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per case")
-    parser.add_argument("--cases", default=",".join(LABELS),
-                        help=f"comma-separated subset of {','.join(LABELS)} (raw is the reference)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every case (default: normlab's policy, the cores)")
+    parser.add_argument(
+        "--cases",
+        default=",".join(LABELS),
+        help=f"comma-separated subset of {','.join(LABELS)} (raw is the reference)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every case (default: normlab's policy, the cores)",
+    )
     parser.add_argument("--sweep-steps", type=int, default=3000, help="steps per sweep cell")
     parser.add_argument("--sweep-seeds", type=int, default=3, help="seeds: 4 cells per seed")
-    parser.add_argument("--sweep-no-policy", action="store_true",
-                        help="also time the parallel sweep with threads=cores in every job")
+    parser.add_argument(
+        "--sweep-no-policy",
+        action="store_true",
+        help="also time the parallel sweep with threads=cores in every job",
+    )
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep timing")
     parser.add_argument("--json", type=Path, default=None, help="write all measurements here")
     return parser.parse_args(argv)
 
 
 def child_env() -> dict[str, str]:
-    """Environment of the benchmark's processes: this normlab first, W&B offline and quiet."""
+    """Environment of the benchmark's processes: this normlab first, W&B quiet.
+
+    W&B's mode is left to the config (logger=wandb is offline), as a user's run would have it.
+    """
     source = str(Path(normlab.__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, WANDB_MODE="offline", WANDB_SILENT="true")
+    return dict(os.environ, PYTHONPATH=path, WANDB_SILENT="true")
 
 
 def run_worker(case: str, steps: int, threads: int | None, env: dict[str, str]) -> dict[str, Any]:
     """One case in a fresh process (normlab.bench.worker); its measurement."""
     with tempfile.TemporaryDirectory(prefix="normlab-bench-") as folder:
         out = Path(folder) / "measurement.json"
-        command = [sys.executable, "-m", "normlab.bench.worker", case, "--steps", str(steps),
-                   "--spawned-at", repr(time.time()), "--out", str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "normlab.bench.worker",
+            case,
+            "--steps",
+            str(steps),
+            "--spawned-at",
+            repr(time.time()),
+            "--out",
+            str(out),
+        ]
         if threads is not None:
             command += ["--threads", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"benchmark case {case} failed ({done.returncode}):\n"
-                               f"{done.stderr[-3000:]}")
+            raise RuntimeError(
+                f"benchmark case {case} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+            )
         return json.loads(out.read_text())
 
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on, and how busy it was."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
-               platform.processor() or platform.machine())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
+        platform.processor() or platform.machine(),
+    )
     versions = {name: _version(name) for name in ("torch", "pytorch-lightning", "wandb")}
-    return {"cpu": cpu, "cores": available_cores(), "python": platform.python_version(),
-            "platform": platform.platform(), **versions, "load_average": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": available_cores(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+        "load_average": os.getloadavg(),
+    }
 
 
 def _cpuinfo() -> list[str]:
@@ -100,31 +145,50 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"normlab.bench: unknown case(s) {sorted(unknown)}; choose from {list(LABELS)}")
     env, before = child_env(), machine()
-    print(f"{len(cases)} cases x {args.repeats} repetitions x {args.steps} steps on "
-          f"{before['cores']} cores ({before['cpu']}), load average {before['load_average']}",
-          flush=True)
+    print(
+        f"{len(cases)} cases x {args.repeats} repetitions x {args.steps} steps on "
+        f"{before['cores']} cores ({before['cpu']}), load average {before['load_average']}",
+        flush=True,
+    )
     runs = []
     for repeat in range(args.repeats):
         shift = repeat % len(cases)
         for case in cases[shift:] + cases[:shift]:
             run = run_worker(case, args.steps, args.threads, env)
             runs.append({**run, "repeat": repeat})
-            print(f"  [{repeat + 1}/{args.repeats}] {LABELS[case]:<40} "
-                  f"{run['steps'] / run['loop_s']:7.0f} steps/s", flush=True)
+            print(
+                f"  [{repeat + 1}/{args.repeats}] {LABELS[case]:<40} "
+                f"{run['steps'] / run['loop_s']:7.0f} steps/s",
+                flush=True,
+            )
     rows = summarize_cases(runs)
-    sweeps = [] if args.no_sweep else time_sweeps(args.sweep_steps, args.sweep_seeds,
-                                                  args.sweep_no_policy, env)
+    sweeps = (
+        []
+        if args.no_sweep
+        else time_sweeps(args.sweep_steps, args.sweep_seeds, args.sweep_no_policy, env)
+    )
     print()
     print(cases_table(rows))
     if sweeps:
         print()
         print(sweep_table(sweeps))
-    report = {"machine": before, "load_average_after": os.getloadavg(),
-              "settings": vars(args) | {"json": str(args.json) if args.json else None},
-              "timing": "steps / wall seconds from on_train_start to on_train_end",
-              "memory": "peak RSS (getrusage ru_maxrss) of the case's fresh process; in-loop "
-                        "peak via /proc VmHWM reset at the loop start; child processes' VmHWM",
-              "cases": rows, "runs": runs, "sweeps": sweeps}
+    checks = targets(runs, sweeps)
+    if checks:
+        print()
+        print(targets_table(checks))
+    report = {
+        "machine": before,
+        "load_average_after": os.getloadavg(),
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "timing": "steps / wall seconds from on_train_start to on_train_end (the raw loop: "
+        "its first to its last step); CPU ms/step: process CPU time over the same window",
+        "memory": "peak RSS (getrusage ru_maxrss) of the case's fresh process; in-loop peak: "
+        "/proc VmHWM reset at the loop start; child processes: their VmHWM at the loop end",
+        "cases": rows,
+        "runs": runs,
+        "sweeps": sweeps,
+        "targets": checks,
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -22,8 +22,10 @@ LABELS = {
     "floor": "(e) bare Lightning module, no logging",
 }
 # what the normlab cases add to the shared overrides: the real pipeline with these groups
-NORMLAB_OVERRIDES = {"normlab": ["logger=wandb"],
-                     "instruments": ["logger=wandb", "callbacks=instruments"]}
+NORMLAB_OVERRIDES = {
+    "normlab": ["logger=wandb"],
+    "instruments": ["logger=wandb", "callbacks=instruments"],
+}
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -57,15 +57,25 @@ def train_floor(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(seeds.init, verbose=False)
     model = build_model(cfg, data.input_shape, data.num_classes)
     initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
-    train = ResidentBatches(*data.tensors["train"], cfg.data.batch_size, shuffle=True,
-                            drop_last=True, seed=seeds.data)
-    val = ResidentBatches(*data.tensors["val"], cfg.data.eval_batch_size, shuffle=False,
-                          drop_last=False)
+    train = ResidentBatches(
+        *data.tensors["train"], cfg.data.batch_size, shuffle=True, drop_last=True, seed=seeds.data
+    )
+    val = ResidentBatches(
+        *data.tensors["val"], cfg.data.eval_batch_size, shuffle=False, drop_last=False
+    )
     timer = LoopTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=cfg.trainer.max_steps,
-        val_check_interval=cfg.trainer.val_check_interval, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+        accelerator="cpu",
+        devices=1,
+        max_steps=cfg.trainer.max_steps,
+        val_check_interval=cfg.trainer.val_check_interval,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(BareModule(model, instantiate(cfg.optimizer)), train, val)
     return timer.meter.measured

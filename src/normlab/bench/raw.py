@@ -33,8 +33,9 @@ def train_raw(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg, data.input_shape, data.num_classes)
     initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    batches = ResidentBatches(*data.tensors["train"], cfg.data.batch_size, shuffle=True,
-                              drop_last=True, seed=seeds.data)
+    batches = ResidentBatches(
+        *data.tensors["train"], cfg.data.batch_size, shuffle=True, drop_last=True, seed=seeds.data
+    )
     steps, every = cfg.trainer.max_steps, cfg.trainer.val_check_interval
     val_acc, step = None, 0
     meter = LoopMeter()
@@ -59,7 +60,9 @@ def train_raw(cfg: DictConfig) -> dict[str, Any]:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     """Eval-mode accuracy over (x, y) in chunks of `batch_size`."""
     model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(y), batch_size)
+    )
     model.train()
     return correct / len(y)

@@ -1,4 +1,4 @@
-"""Medians, spreads and ratios of the repetitions; the Markdown tables."""
+"""Medians, spreads and ratios of the repetitions; the Markdown tables; the issue's targets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from typing import Any
 from normlab.bench.cases import LABELS
 
 MIB = 1024  # the measurements are in KiB
+# (description, measured ratio, at least) from issue 6; checked by `targets`
+TARGETS = (
+    ("(b) normlab default vs raw loop", ("normlab", "raw"), 0.75),
+    ("(c) normlab + instruments vs raw loop", ("instruments", "raw"), 0.65),
+    ("(b) normlab default vs (d) template", ("normlab", "template"), 2.0),
+)
+SWEEP_TARGET = 1.6  # parallel launcher vs serial, wall time
 
 
 def summarize_cases(runs: list[dict[str, Any]], reference: str = "raw") -> list[dict[str, Any]]:
@@ -19,31 +26,72 @@ def summarize_cases(runs: list[dict[str, Any]], reference: str = "raw") -> list[
     by_case: dict[str, dict[int, dict[str, Any]]] = {}
     for run in runs:
         by_case.setdefault(run["case"], {})[run["repeat"]] = run
-    baseline = by_case.get(reference, {})
     rows = []
     for case, reps in by_case.items():
-        rate = {i: run["steps"] / run["loop_s"] for i, run in reps.items()}
-        paired = [rate[i] / (baseline[i]["steps"] / baseline[i]["loop_s"])
-                  for i in rate if i in baseline]
+        rates = [_rate(run) for run in reps.values()]
         runs_of_case = list(reps.values())
-        rows.append({
-            "case": case,
-            "label": LABELS.get(case, case),
-            "repeats": len(rate),
-            "steps": runs_of_case[0]["steps"],
-            "steps_per_s": median(rate.values()),
-            "steps_per_s_min": min(rate.values()),
-            "steps_per_s_max": max(rate.values()),
-            "spread_pct": 100 * (max(rate.values()) - min(rate.values())) / median(rate.values()),
-            f"ratio_to_{reference}": median(paired) if paired else None,
-            "startup_s": _median(runs_of_case, "startup_s"),
-            "peak_rss_mib": _median(runs_of_case, "peak_rss_kib") / MIB,
-            "loop_peak_rss_mib": _median(runs_of_case, "loop_peak_rss_kib") / MIB,
-            "loop_start_rss_mib": _median(runs_of_case, "loop_start_rss_kib") / MIB,
-            "service_peak_rss_mib": _median(runs_of_case, "service_peak_rss_kib") / MIB,
-            "val_acc": _median(runs_of_case, "val_acc"),
-        })
+        rows.append(
+            {
+                "case": case,
+                "label": LABELS.get(case, case),
+                "repeats": len(rates),
+                "steps": runs_of_case[0]["steps"],
+                "steps_per_s": median(rates),
+                "steps_per_s_min": min(rates),
+                "steps_per_s_max": max(rates),
+                "spread_pct": 100 * (max(rates) - min(rates)) / median(rates),
+                f"ratio_to_{reference}": paired_ratio(by_case, case, reference),
+                "cpu_ms_per_step": median(
+                    1000 * r["loop_cpu_s"] / r["steps"] for r in runs_of_case
+                ),
+                "torch_threads": runs_of_case[0].get("torch_threads"),
+                "startup_s": _median(runs_of_case, "startup_s"),
+                "peak_rss_mib": _median(runs_of_case, "peak_rss_kib") / MIB,
+                "loop_start_rss_mib": _median(runs_of_case, "loop_start_rss_kib") / MIB,
+                "loop_peak_rss_mib": _median(runs_of_case, "loop_peak_rss_kib") / MIB,
+                "service_peak_rss_mib": _median(runs_of_case, "service_peak_rss_kib") / MIB,
+                "val_acc": _median(runs_of_case, "val_acc"),
+            }
+        )
     return rows
+
+
+def paired_ratio(
+    by_case: dict[str, dict[int, dict[str, Any]]], case: str, reference: str
+) -> float | None:
+    """Median over the repetitions both ran of steps/s(case) / steps/s(reference)."""
+    mine, theirs = by_case.get(case, {}), by_case.get(reference, {})
+    ratios = [_rate(mine[i]) / _rate(theirs[i]) for i in mine if i in theirs]
+    return median(ratios) if ratios else None
+
+
+def targets(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets that these measurements can decide, each with its verdict."""
+    by_case: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        by_case.setdefault(run["case"], {})[run["repeat"]] = run
+    checks = []
+    for description, (case, reference), least in TARGETS:
+        ratio = paired_ratio(by_case, case, reference)
+        if ratio is not None:
+            checks.append(
+                {"target": description, "measured": ratio, "at_least": least, "met": ratio >= least}
+            )
+    parallel = next((row for row in sweeps if row["variant"] == "parallel launcher"), None)
+    if parallel is not None:
+        checks.append(
+            {
+                "target": "parallel sweep vs serial (wall time)",
+                "measured": parallel["speedup"],
+                "at_least": SWEEP_TARGET,
+                "met": parallel["speedup"] >= SWEEP_TARGET,
+            }
+        )
+    return checks
+
+
+def _rate(run: dict[str, Any]) -> float:
+    return run["steps"] / run["loop_s"]
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -53,26 +101,46 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def cases_table(rows: list[dict[str, Any]], reference: str = "raw") -> str:
     """The per-case Markdown table."""
-    lines = ["| case | steps/s (median) | min-max | x raw loop | start-up s | peak RSS MiB "
-             "| RSS in loop MiB | + child processes MiB | val acc |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | steps/s (median) | min-max | x raw loop | CPU ms/step | threads | start-up s "
+        "| peak RSS MiB | RSS in loop MiB | + child processes MiB | val acc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {row['steps_per_s']:.0f} | {row['steps_per_s_min']:.0f}-"
-            f"{row['steps_per_s_max']:.0f} | {_fmt(row[f'ratio_to_{reference}'], '.2f')} "
+            f"| {row['label']} | {row['steps_per_s']:.0f} "
+            f"| {row['steps_per_s_min']:.0f}-{row['steps_per_s_max']:.0f} "
+            f"| {_fmt(row[f'ratio_to_{reference}'], '.2f')} | {row['cpu_ms_per_step']:.2f} "
+            f"| {row['torch_threads']} "
             f"| {_fmt(row['startup_s'], '.1f')} | {row['peak_rss_mib']:.0f} "
             f"| {row['loop_start_rss_mib']:.0f} -> {row['loop_peak_rss_mib']:.0f} "
-            f"| {row['service_peak_rss_mib']:.0f} | {_fmt(row['val_acc'], '.3f')} |")
+            f"| {row['service_peak_rss_mib']:.0f} | {_fmt(row['val_acc'], '.3f')} |"
+        )
     return "\n".join(lines)
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
     """The sweep Markdown table: wall time per launcher and the speed-up over serial."""
-    lines = ["| sweep | cells | torch threads per cell | wall s | speed-up vs serial |",
-             "|---|---:|---|---:|---:|"]
+    lines = [
+        "| sweep | cells x steps | torch threads per cell | wall s | speed-up vs serial |",
+        "|---|---:|---|---:|---:|",
+    ]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['cells']} | {row['threads']} | "
-                     f"{row['wall_s']:.1f} | {_fmt(row.get('speedup'), '.2f')}x |")
+        lines.append(
+            f"| {row['variant']} | {row['cells']} x {row['steps']} | {row['threads']} "
+            f"| {row['wall_s']:.1f} | {row['speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def targets_table(checks: list[dict[str, Any]]) -> str:
+    """The targets as a Markdown table."""
+    lines = ["| target | measured | at least | met |", "|---|---:|---:|---|"]
+    for check in checks:
+        lines.append(
+            f"| {check['target']} | {check['measured']:.2f}x | {check['at_least']:.2f}x "
+            f"| {'yes' if check['met'] else 'NO'} |"
+        )
     return "\n".join(lines)
 
 

@@ -68,15 +68,24 @@ def train_template(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg, data.input_shape, data.num_classes)
     initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
     module = TemplateModule(model, instantiate(cfg.optimizer), data.num_classes)
-    train = DataLoader(TensorDataset(*data.tensors["train"]), batch_size=cfg.data.batch_size,
-                       shuffle=True, drop_last=True)
+    train = DataLoader(
+        TensorDataset(*data.tensors["train"]),
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
     val = DataLoader(TensorDataset(*data.tensors["val"]), batch_size=cfg.data.eval_batch_size)
     timer = LoopTimer()
     with tempfile.TemporaryDirectory(prefix="normlab-bench-") as run_dir:
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_steps=cfg.trainer.max_steps,
-            val_check_interval=cfg.trainer.val_check_interval, check_val_every_n_epoch=None,
-            logger=CSVLogger(run_dir, name="", version=""), callbacks=[timer],
-            default_root_dir=run_dir)
+            accelerator="cpu",
+            devices=1,
+            max_steps=cfg.trainer.max_steps,
+            val_check_interval=cfg.trainer.val_check_interval,
+            check_val_every_n_epoch=None,
+            logger=CSVLogger(run_dir, name="", version=""),
+            callbacks=[timer],
+            default_root_dir=run_dir,
+        )
         trainer.fit(module, train, val)
     return timer.meter.measured

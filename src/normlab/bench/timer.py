@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 
 class LoopMeter:
@@ -30,11 +31,13 @@ class LoopMeter:
         self._startup_peak_kib = peak_rss_kib()
         self._start_rss_kib = _status_kib("VmRSS")
         reset_peak_rss()
+        _finish_device_work()
         self.started_at = time.time()
         self._wall, self._cpu = time.perf_counter(), time.process_time()
 
     def stop(self, steps: int, val_acc: float | None) -> None:
         """Mark the loop's end after `steps` optimizer steps."""
+        _finish_device_work()
         wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
         loop_peak = _status_kib("VmHWM")
         self.measured = {
@@ -68,8 +71,15 @@ class LoopTimer(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         acc = trainer.callback_metrics.get("val/acc")
-        self.meter.stop(trainer.global_step - self._first_step,
-                        float(acc) if acc is not None else None)
+        self.meter.stop(
+            trainer.global_step - self._first_step, float(acc) if acc is not None else None
+        )
+
+
+def _finish_device_work() -> None:
+    """Wait for queued GPU kernels, so the window holds the work of its own steps."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def peak_rss_kib() -> int:

@@ -26,11 +26,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    import torch
+
     from normlab.bench.cases import run_case
 
     measured = run_case(args.case, args.steps, args.threads)
-    measured.update(case=args.case, startup_s=measured.pop("started_at") - args.spawned_at,
-                    process_s=time.time() - args.spawned_at)
+    measured["torch_threads"] = torch.get_num_threads()
+    measured.update(
+        case=args.case,
+        startup_s=measured.pop("started_at") - args.spawned_at,
+        process_s=time.time() - args.spawned_at,
+    )
     args.out.write_text(json.dumps(measured))
 
 

@@ -4,7 +4,6 @@ between it and the raw loop is Lightning's own per-step cost."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,13 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from normlab.bench.setup import data_and_network
 from normlab.bench.timer import LoopTimer
 from normlab.data.batches import ResidentBatches
-from normlab.data.datamodule import ResidentDataModule
-from normlab.models.build import build_model
-from normlab.models.initialization import initialize
-from normlab.utils.seeding import run_seeds
-from normlab.utils.threads import apply_thread_policy
 
 
 class BareModule(pl.LightningModule):
@@ -50,13 +45,7 @@ class BareModule(pl.LightningModule):
 
 def train_floor(cfg: DictConfig) -> dict[str, Any]:
     """Train BareModule on `cfg`'s model and data; its LoopMeter measurement."""
-    apply_thread_policy(cfg.threads)
-    seeds = run_seeds(cfg)
-    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
-    data.setup()
-    pl.seed_everything(seeds.init, verbose=False)
-    model = build_model(cfg, data.input_shape, data.num_classes)
-    initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    data, model, seeds = data_and_network(cfg)
     train = ResidentBatches(
         *data.tensors["train"], cfg.data.batch_size, shuffle=True, drop_last=True, seed=seeds.data
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,13 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from normlab.bench.setup import data_and_network
 from normlab.bench.timer import LoopMeter
 from normlab.data.batches import ResidentBatches
-from normlab.data.datamodule import ResidentDataModule
-from normlab.models.build import build_model
-from normlab.models.initialization import initialize
-from normlab.utils.seeding import run_seeds
-from normlab.utils.threads import apply_thread_policy
 
 
 def train_raw(cfg: DictConfig) -> dict[str, Any]:
@@ -25,13 +20,7 @@ def train_raw(cfg: DictConfig) -> dict[str, Any]:
 
     Same seeds as normlab's pipeline, so the weights and the batch order are the same too.
     """
-    apply_thread_policy(cfg.threads)
-    seeds = run_seeds(cfg)
-    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
-    data.setup()
-    torch.manual_seed(seeds.init)
-    model = build_model(cfg, data.input_shape, data.num_classes)
-    initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    data, model, seeds = data_and_network(cfg)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     batches = ResidentBatches(
         *data.tensors["train"], cfg.data.batch_size, shuffle=True, drop_last=True, seed=seeds.data

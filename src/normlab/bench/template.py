@@ -4,7 +4,6 @@ objects updated and `self.log`-ed at every step, the progress bar and Lightning'
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,12 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from normlab.bench.setup import data_and_network
 from normlab.bench.timer import LoopTimer
-from normlab.data.datamodule import ResidentDataModule
-from normlab.models.build import build_model
-from normlab.models.initialization import initialize
-from normlab.utils.seeding import run_seeds
-from normlab.utils.threads import apply_thread_policy
 
 
 class TemplateModule(pl.LightningModule):
@@ -60,13 +55,7 @@ class TemplateModule(pl.LightningModule):
 
 def train_template(cfg: DictConfig) -> dict[str, Any]:
     """Train the template on `cfg`'s model and data; its LoopMeter measurement."""
-    apply_thread_policy(cfg.threads)
-    seeds = run_seeds(cfg)
-    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
-    data.setup()
-    pl.seed_everything(seeds.init, verbose=False)
-    model = build_model(cfg, data.input_shape, data.num_classes)
-    initialize(model, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    data, model, _ = data_and_network(cfg)
     module = TemplateModule(model, instantiate(cfg.optimizer), data.num_classes)
     train = DataLoader(
         TensorDataset(*data.tensors["train"]),

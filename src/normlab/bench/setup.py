@@ -1,0 +1,29 @@
+"""The start every hand-built benchmark case shares with normlab's pipeline: threads, data and
+the initialized network, built by normlab's own factories with the pipeline's seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from normlab.data.datamodule import ResidentDataModule
+from normlab.models.build import build_model
+from normlab.models.initialization import initialize
+from normlab.utils.seeding import RunSeeds, run_seeds
+from normlab.utils.threads import apply_thread_policy
+
+
+def data_and_network(cfg: DictConfig) -> tuple[ResidentDataModule, nn.Module, RunSeeds]:
+    """Loaded data, the network with its initial weights (same as the pipeline's), the seeds."""
+    apply_thread_policy(cfg.threads)
+    seeds = run_seeds(cfg)
+    data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
+    data.setup()
+    pl.seed_everything(seeds.init, verbose=False)
+    network = build_model(cfg, data.input_shape, data.num_classes)
+    initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    return data, network, seeds

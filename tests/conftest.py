@@ -56,14 +56,18 @@ def run_training(compose_cfg, tmp_path):
     return _run
 
 
-@pytest.fixture
-def cli_env(tmp_path, data_dir) -> dict[str, str]:
-    """Environment for `python -m normlab.*` subprocesses: outputs in tmp, W&B offline."""
-    env = dict(
+def cli_environment(root: Path) -> dict[str, str]:
+    """Environment for `python -m normlab.*` subprocesses: outputs under `root`, W&B offline."""
+    return dict(
         os.environ,
-        NORMLAB_ROOT=str(tmp_path),
+        NORMLAB_ROOT=str(root),
         WANDB_MODE="offline",
         WANDB_SILENT="true",
         PYTHONPATH=str(REPO_DIR / "src"),
     )
-    return env
+
+
+@pytest.fixture
+def cli_env(tmp_path, data_dir) -> dict[str, str]:
+    """`cli_environment` of this test's tmp_path."""
+    return cli_environment(tmp_path)

@@ -8,9 +8,7 @@ synthetic set and compare per-step training losses (log_every_n_steps=1).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,14 +18,16 @@ import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from conftest import cli_environment
 from normlab.config.errors import ConfigError
 from normlab.config.validate import validate
 from normlab.data.batches import ResidentBatches
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d
 from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
-from normlab.paths import CONFIG_DIR, REPO_DIR
+from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
 from sync_bn_worker import sync_bn_rank
+from test_cli import normlab
 
 STEPS = 30
 PARITY = [
@@ -40,21 +40,7 @@ PARITY = [
 
 def normlab_train(*args: str, root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m normlab.train ARGS` with outputs under `root`, W&B offline."""
-    env = dict(
-        os.environ,
-        NORMLAB_ROOT=str(root),
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        PYTHONPATH=str(REPO_DIR / "src"),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "normlab.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    done = normlab("normlab.train", *args, env=cli_environment(root), timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

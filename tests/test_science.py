@@ -6,12 +6,12 @@ to the test.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import cli_environment
+from test_cli import normlab
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,12 @@ def mean_test_acc(sweep: Path, activation: str, norm: str) -> float:
 
 
 def test_bn_matters_for_sigmoid_not_for_relu(tmp_path):
-    env = dict(os.environ, NORMLAB_ROOT=str(tmp_path), WANDB_MODE="offline")
-    done = subprocess.run(
-        [sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = normlab(
+        "normlab.train",
+        "-m",
+        "experiment=bn_sigmoid_vs_relu",
+        env=cli_environment(tmp_path),
         timeout=1800,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     [sweep] = (tmp_path / "outputs" / "multirun" / "bn_sigmoid_vs_relu").iterdir()

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pytorch_lightning.callbacks import Callback
 
 from conftest import TINY
+from normlab.pipeline import train
 from test_cli import normlab
 
 # 3,000 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
@@ -99,6 +101,62 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(uninterrupted, cli_env
     assert done.returncode == 0, done.stderr
     same_result(run_dir, uninterrupted)
     assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+
+
+class SigtermAt(Callback):
+    """Sends this process SIGTERM from `hook` at `step` (as SLURM would, at an awkward moment)."""
+
+    def __init__(self, hook: str, step: int):
+        self.hook, self.step, self.sent = hook, step, False
+
+    def _maybe_send(self, trainer, hook: str) -> None:
+        if hook == self.hook and trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self._maybe_send(trainer, "train step")
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        self._maybe_send(trainer, "mid-validation")
+
+    def on_train_epoch_end(self, trainer, *args) -> None:
+        self._maybe_send(trainer, "epoch end")
+
+
+# 25 steps an epoch, validation (2 batches) every 10 steps, dropout draws from the RNG
+SHORT = [*TINY, "trainer.max_steps=60", "data.eval_batch_size=50", "regularizer=[dropout]"]
+
+
+@pytest.mark.parametrize(
+    ("hook", "step"),
+    [
+        ("train step", 13),
+        ("mid-validation", 10),
+        ("epoch end", 25),
+        ("train step", 24),
+    ],
+)
+def test_sigterm_at_any_point_resumes_into_the_uninterrupted_run(compose_cfg, tmp_path, hook, step):
+    reference = train(compose_cfg(*SHORT), tmp_path / "reference")
+    run_dir = tmp_path / "preempted"
+    first = train(compose_cfg(*SHORT), run_dir, [SigtermAt(hook, step)])
+    assert first["status"] == "preempted"
+    assert first["steps"] < 60
+    resumed = train(compose_cfg(*SHORT), run_dir)
+    assert resumed["resumed_from_step"] == first["steps"]
+    keep = ("test/acc", "test/loss", "val/acc_best", "steps", "status")
+    assert {k: resumed[k] for k in keep} == {k: reference[k] for k in keep}
+    assert (run_dir / "metrics.csv").read_text() == (
+        tmp_path / "reference" / "metrics.csv"
+    ).read_text()
+
+
+def test_sigterm_during_the_last_step_lets_the_run_finish(compose_cfg, tmp_path):
+    reference = train(compose_cfg(*SHORT), tmp_path / "reference")
+    finished = train(compose_cfg(*SHORT), tmp_path / "run", [SigtermAt("mid-validation", 60)])
+    assert finished["status"] == "completed"
+    assert finished["test/acc"] == reference["test/acc"]
 
 
 def test_same_config_and_seed_give_bit_identical_metrics(run_training, tmp_path):

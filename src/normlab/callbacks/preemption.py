@@ -1,22 +1,102 @@
-"""Save a checkpoint when the job is told to stop (SIGTERM: SLURM preemption, `kill`)."""
+"""Save a checkpoint when the job is told to stop (SIGTERM: SLURM preemption, `kill`).
+
+Lightning's own SIGTERM handling raises wherever the signal lands (mid-validation, at an epoch's
+end, after the step counters moved on) and a checkpoint saved from there resumes into a
+different run. So normlab takes SIGTERM itself and stops only at the two points Lightning's
+resume logic is built for, which are also where `ModelCheckpoint` saves:
+
+- the end of a training step with no validation due (a step-end checkpoint), or
+- the end of the validation that the step runs (the `last.ckpt` point),
+
+never on an epoch's last step (it waits one step more) and never on the fit's last step (the
+run simply finishes).
+
+A re-run then ends with exactly the metrics of an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointOnPreemption(Callback):
-    """Lightning turns SIGTERM into SIGTERMException after the current step; save then."""
+    """On SIGTERM: finish the step (and its validation, if due), save `path`, stop the fit."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.requested = False
+        self.stop_after_validation = False
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
+    def _request(self, signum, frame) -> None:  # signal handler: only set a flag
+        self.requested = True
+
+    def _take_sigterm(self) -> None:
+        # Lightning registers its handler just before the sanity check and training start (it
+        # restores the previous handlers at teardown), so ours replaces it from here on
+        if signal.getsignal(signal.SIGTERM) != self._request:
+            signal.signal(signal.SIGTERM, self._request)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_sigterm()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take_sigterm()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # training is over and the test takes seconds: finishing beats a resume that redoes it
+        self._take_sigterm()
+
+    def _agreed(self, trainer: pl.Trainer) -> bool:
+        # every rank must stop at the same step (the checkpoint save is collective)
+        if trainer.world_size > 1:
+            return trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        return self.requested
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        log.warning("SIGTERM: checkpoint saved at step %d", trainer.global_step)
+        raise SIGTERMException
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._agreed(trainer) or _last_step(trainer):
+            return  # on the last step, finishing (validation, test) is the quickest way out
+        if _last_batch_of_epoch(trainer):
+            return  # the epoch's end is no resume point: stop one step into the next epoch
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if trainer.enable_validation and epoch_loop._should_check_val_fx(
+            trainer.fit_loop._data_fetcher
+        ):
+            # a checkpoint from here would make the resumed run skip this step's validation
+            self.stop_after_validation = True
+            return
+        self._stop(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if _last_step(trainer) or _last_batch_of_epoch(trainer):
+            return
+        if self.stop_after_validation or self._agreed(trainer):
+            self._stop(trainer)
+
+
+def _last_step(trainer: pl.Trainer) -> bool:
+    """Whether the step just taken is the fit's last (by max_steps or max_epochs)."""
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    max_epochs = trainer.max_epochs
+    final_epoch = max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs
+    return final_epoch and _last_batch_of_epoch(trainer)
+
+
+def _last_batch_of_epoch(trainer: pl.Trainer) -> bool:
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch

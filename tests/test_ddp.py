@@ -8,7 +8,9 @@ synthetic set and compare per-step training losses (log_every_n_steps=1).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +30,7 @@ from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
 from sync_bn_worker import sync_bn_rank
 from test_cli import normlab
+from test_reliability import wait_for_step
 
 STEPS = 30
 PARITY = [
@@ -210,3 +213,38 @@ def test_sync_batch_norm_over_two_ranks_equals_one_process_on_the_whole_batch(tm
         torch.testing.assert_close(rank["running_var"], reference.running_var)
         assert rank["class"] == "BatchNorm1d"
     assert isinstance(convert_to_sync(nn.BatchNorm1d(3)), SyncBatchNorm1d)
+
+
+PREEMPTIBLE = [
+    "data=synthetic",
+    "data.num_samples=20000",
+    "trainer=ddp_cpu",
+    "trainer.max_steps=600",
+    "trainer.val_check_interval=100",
+    "regularizer=[dropout]",
+    "threads=1",
+]
+
+
+def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp_path):
+    env = cli_environment(tmp_path)
+    reference = tmp_path / "reference"
+    normlab_train(*PREEMPTIBLE, f"hydra.run.dir={reference}", root=tmp_path)
+    run_dir = tmp_path / "preempted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "normlab.train", *PREEMPTIBLE, f"hydra.run.dir={run_dir}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_step(run_dir, 100, process)
+    process.send_signal(signal.SIGTERM)  # rank 0 only, as `kill PID` does
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "preempted"
+    normlab_train(*PREEMPTIBLE, f"hydra.run.dir={run_dir}", root=tmp_path)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert 100 <= result["resumed_from_step"] < 600
+    # each rank's half of the logging window survives the checkpoint: identical train rows
+    assert (run_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()

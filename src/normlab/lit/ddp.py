@@ -145,8 +145,9 @@ class NormlabDDPStrategy(DDPStrategy):
     def on_train_start(self) -> None:
         super().on_train_start()
         # Lightning seeds every rank alike: without this, dropout and augmentation would draw the
-        # same masks for every rank's share of the batch.
-        if self.global_rank:
+        # same masks for every rank's share of the batch. A resumed run has restored each rank's
+        # own random state from the checkpoint instead.
+        if self.global_rank and self.lightning_module.trainer.ckpt_path is None:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.is_global_zero:
             batch = self.config.data.batch_size

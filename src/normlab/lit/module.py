@@ -61,6 +61,7 @@ class ClassifierModule(pl.LightningModule):
         # loss sum, correct count, example count since the last logged step (kept in
         # checkpoints so a resumed run logs the same numbers as an uninterrupted one)
         self.register_buffer("train_sums", torch.zeros(3))
+        self.restored_rank_sums: torch.Tensor | None = None  # per-rank sums of a DDP checkpoint
 
     def best_val_acc(self) -> float | None:
         """The best validation accuracy so far (restored on resume), None before any validation."""
@@ -153,10 +154,29 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["normlab_config"] = self.config  # a checkpoint names the config that made it
         checkpoint["normlab_rng"] = torch.get_rng_state()  # dropout / augmentation draws
+        if self.trainer.world_size > 1:
+            # every rank saves (rank 0 writes): keep each rank's window sums, or the resumed
+            # run's first logged train/loss and train/acc would differ from an uninterrupted one
+            checkpoint["normlab_rank_train_sums"] = self.all_gather(self.train_sums).cpu()
+            # and each rank's random stream (dropout masks differ across ranks)
+            checkpoint["normlab_rank_rng"] = self.all_gather(torch.get_rng_state()).cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "normlab_rng" in checkpoint:
             torch.set_rng_state(checkpoint["normlab_rng"])
+        self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
+        rank_rng = checkpoint.get("normlab_rank_rng")
+        attached = self._trainer is not None  # not so in `load_from_checkpoint`
+        if rank_rng is not None and attached and len(rank_rng) == self.trainer.world_size:
+            # a copy: set_rng_state on a row view (storage offset) crashes the process
+            torch.set_rng_state(rank_rng[self.global_rank].clone())
+
+    def on_train_start(self) -> None:
+        # after the state dict (rank 0's sums) is loaded into every rank
+        sums = self.restored_rank_sums
+        if sums is not None and len(sums) == self.trainer.world_size:
+            self.train_sums.copy_(sums[self.global_rank])
+        self.restored_rank_sums = None
 
 
 class Diverged(RuntimeError):

@@ -59,16 +59,13 @@ def _quiet_lightning() -> None:
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """`cfg.trainer` plus gradient clipping from the regularizer group."""
+    """`cfg.trainer` plus the distributed settings (gradient clipping is the module's)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs = {
         key: value
         for key, value in kwargs.items()
         if value is not None or key == "check_val_every_n_epoch"
     }
-    clip = cfg.regularizer.get("grad_clip")
-    if clip is not None:
-        kwargs.update(gradient_clip_val=clip.value, gradient_clip_algorithm=clip.algorithm.value)
     kwargs.update(distributed_kwargs(cfg))
     return kwargs
 

@@ -44,5 +44,8 @@ def build_module(
         if reg.get("weight_decay")
         else False,
         augment=augment,
+        grad_clip=(reg.grad_clip.value, reg.grad_clip.algorithm.value)
+        if reg.get("grad_clip")
+        else None,
         config=config,
     )

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from conftest import TINY
+from normlab.config.resolvers import register_resolvers
 from normlab.pipeline import train
 from test_cli import normlab
 
@@ -231,6 +233,24 @@ def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):
         assert status == "completed"
         assert (after[name] == before[name]) == (name not in (killed, failed)), name
     assert list((found[failed] / "attempts").glob("*/result.json"))  # the failed attempt is kept
+
+
+def test_path_overrides_leave_one_flat_folder_per_cell(cli_env, tmp_path):
+    # a "/" in the folder name used to nest each cell under folders named after the path
+    out = tmp_path / "elsewhere" / "out"
+    args = ["-m", *TINY, "seed=0,1", "name=paths_check", f"paths.output_dir={out}"]
+    done = normlab("normlab.train", *args, env=cli_env)
+    assert done.returncode == 0, done.stderr
+    found = cells(out / "multirun" / "paths_check")
+    # where files go is no part of a cell's name
+    assert sorted(found) == [f"data=synthetic,seed={seed},trainer=debug" for seed in (0, 1)]
+    assert "2/2 cells done" in done.stdout
+
+
+def test_a_slash_in_a_cell_name_is_escaped():
+    register_resolvers()
+    name = OmegaConf.create({"dirname": "data=a/b,seed=0", "n": "${path_safe:${dirname}}"}).n
+    assert name == "data=a%2Fb,seed=0"
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(cli_env, tmp_path):

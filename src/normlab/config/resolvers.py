@@ -13,9 +13,11 @@ def register_resolvers() -> None:
     """`${uid:}`: a short random id, cached so every read in one process (and Hydra's copied
     sweep cache) agrees; it keeps run folders started in the same second apart.
     `${repo_root:}`: the checkout's root, the default home of data/ and outputs/.
-    `${one_minus:x}`: 1 - x, e.g. a momentum searched as its log-uniform gap to 1."""
+    `${one_minus:x}`: 1 - x, e.g. a momentum searched as its log-uniform gap to 1.
+    `${path_safe:s}`: s with "/" written as %2F, so a sweep cell's folder name stays one folder."""
     OmegaConf.register_new_resolver(
         "uid", lambda: secrets.token_hex(3), use_cache=True, replace=True
     )
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_DIR), replace=True)
     OmegaConf.register_new_resolver("one_minus", lambda x: 1.0 - float(x), replace=True)
+    OmegaConf.register_new_resolver("path_safe", lambda s: str(s).replace("/", "%2F"), replace=True)

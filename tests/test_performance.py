@@ -3,10 +3,12 @@
 
 import math
 
+import pytest
 import torch
 
 from conftest import TINY
 from normlab.data.datamodule import ResidentDataModule
+from normlab.utils import threads
 
 
 def test_resident_batches_skip_the_device_transfer(compose_cfg, data_dir):
@@ -27,3 +29,30 @@ def test_compile_true_trains_on_cpu(run_training):
     assert math.isfinite(result["test/loss"])
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert any("_orig_mod" in key for key in checkpoint["state_dict"])  # the compiled wrapper
+
+
+@pytest.mark.parametrize(
+    ("requested", "omp", "jobs", "expected"),
+    [
+        (None, None, 1, 2),  # a lone run: every core
+        (None, None, 2, 1),  # two parallel jobs on 2 cores: one thread each
+        (None, "8", 2, 1),  # OMP_NUM_THREADS left in the shell cannot oversubscribe the sweep
+        (None, "1", 1, 1),  # ...but can lower the count
+        (3, "1", 2, 3),  # an explicit threads=N wins
+    ],
+)
+def test_thread_policy_never_oversubscribes_unless_asked(
+    monkeypatch, requested, omp, jobs, expected
+):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "parallel_jobs", lambda: jobs)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        assert threads.apply_thread_policy(requested) == expected
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

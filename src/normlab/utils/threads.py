@@ -30,14 +30,18 @@ def parallel_jobs() -> int:
 
 
 def apply_thread_policy(requested: int | None) -> int:
-    """Set torch's intra-op threads: the request, else OMP_NUM_THREADS when set, else
-    cores // parallel jobs (at least 1).
+    """Set torch's intra-op threads: the request, else cores // parallel jobs (at least 1),
+    lowered to OMP_NUM_THREADS when that is set and smaller.
 
     Two 2-thread jobs on 2 cores run 8-11x slower each than two 1-thread jobs (measured here);
-    any other load on the cores hurts multi-threaded small models the same way.
+    any other load on the cores hurts multi-threaded small models the same way. So an
+    OMP_NUM_THREADS left in a shell can lower the count but never oversubscribe a sweep; only an
+    explicit `threads=N` can.
     """
+    policy = max(1, available_cores() // parallel_jobs())
     from_env = os.environ.get("OMP_NUM_THREADS", "")
-    default = int(from_env) if from_env.isdigit() and int(from_env) > 0 else None
-    threads = requested or default or max(1, available_cores() // parallel_jobs())
+    if from_env.isdigit() and int(from_env) > 0:
+        policy = min(policy, int(from_env))
+    threads = requested or policy
     torch.set_num_threads(threads)
     return threads

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +29,7 @@ from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
 from sync_bn_worker import sync_bn_rank
 from test_cli import normlab
-from test_reliability import wait_for_step
+from test_reliability import start_training, wait_for_step
 
 STEPS = 30
 PARITY = [
@@ -227,17 +226,10 @@ PREEMPTIBLE = [
 
 
 def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp_path):
-    env = cli_environment(tmp_path)
     reference = tmp_path / "reference"
     normlab_train(*PREEMPTIBLE, f"hydra.run.dir={reference}", root=tmp_path)
     run_dir = tmp_path / "preempted"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "normlab.train", *PREEMPTIBLE, f"hydra.run.dir={run_dir}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_training(cli_environment(tmp_path), *PREEMPTIBLE, f"hydra.run.dir={run_dir}")
     wait_for_step(run_dir, 100, process)
     process.send_signal(signal.SIGTERM)  # rank 0 only, as `kill PID` does
     _, stderr = process.communicate(timeout=120)

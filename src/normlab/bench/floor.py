@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from normlab.bench.setup import data_and_network
+from normlab.bench.setup import data_and_network, same_schedule
 from normlab.bench.timer import LoopTimer
 from normlab.data.batches import ResidentBatches
 
@@ -54,11 +54,7 @@ def train_floor(cfg: DictConfig) -> dict[str, Any]:
     )
     timer = LoopTimer()
     trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=cfg.trainer.max_steps,
-        val_check_interval=cfg.trainer.val_check_interval,
-        check_val_every_n_epoch=None,
+        **same_schedule(cfg),
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,

@@ -27,3 +27,15 @@ def data_and_network(cfg: DictConfig) -> tuple[ResidentDataModule, nn.Module, Ru
     network = build_model(cfg, data.input_shape, data.num_classes)
     initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
     return data, network, seeds
+
+
+def same_schedule(cfg: DictConfig) -> dict:
+    """Trainer arguments every hand-built Lightning case shares with normlab's run: one CPU
+    process, the same step budget and validation cadence (counted across epochs)."""
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": cfg.trainer.max_steps,
+        "val_check_interval": cfg.trainer.val_check_interval,
+        "check_val_every_n_epoch": None,
+    }

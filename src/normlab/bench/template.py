@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from normlab.bench.setup import data_and_network
+from normlab.bench.setup import data_and_network, same_schedule
 from normlab.bench.timer import LoopTimer
 
 
@@ -67,11 +67,7 @@ def train_template(cfg: DictConfig) -> dict[str, Any]:
     timer = LoopTimer()
     with tempfile.TemporaryDirectory(prefix="normlab-bench-") as run_dir:
         trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=cfg.trainer.max_steps,
-            val_check_interval=cfg.trainer.val_check_interval,
-            check_val_every_n_epoch=None,
+            **same_schedule(cfg),
             logger=CSVLogger(run_dir, name="", version=""),
             callbacks=[timer],
             default_root_dir=run_dir,

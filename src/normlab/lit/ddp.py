@@ -145,9 +145,11 @@ class NormlabDDPStrategy(DDPStrategy):
     def on_train_start(self) -> None:
         super().on_train_start()
         # Lightning seeds every rank alike: without this, dropout and augmentation would draw the
-        # same masks for every rank's share of the batch. A resumed run has restored each rank's
-        # own random state from the checkpoint instead.
-        if self.global_rank and self.lightning_module.trainer.ckpt_path is None:
+        # same masks for every rank's share of the batch. A resumed run that restored each rank's
+        # own random state from the checkpoint keeps it (a checkpoint from another world size
+        # has none to give, so those ranks are decorrelated here as in a fresh run).
+        restored = getattr(self.lightning_module, "restored_rank_rng", False)
+        if self.global_rank and not restored:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.is_global_zero:
             batch = self.config.data.batch_size

@@ -71,6 +71,7 @@ class ClassifierModule(pl.LightningModule):
         # checkpoints so a resumed run logs the same numbers as an uninterrupted one)
         self.register_buffer("train_sums", torch.zeros(3))
         self.restored_rank_sums: torch.Tensor | None = None  # per-rank sums of a DDP checkpoint
+        self.restored_rank_rng = False  # each rank's own random state came from a checkpoint
 
     def best_val_acc(self) -> float | None:
         """The best validation accuracy so far (restored on resume), None before any validation."""
@@ -109,12 +110,10 @@ class ClassifierModule(pl.LightningModule):
     def _step_schedule(self, interval: str, count: int) -> None:
         """Lightning's rule for its automatic optimization: step when `count % frequency == 0`
         (count: the batch within the epoch for `step`, the epoch for `epoch`)."""
+        if self.schedule_interval != interval or count % self.schedule_frequency:
+            return  # checked first: this runs twice a step
         scheduler = self.lr_schedulers()
-        if (
-            scheduler is not None
-            and self.schedule_interval == interval
-            and count % self.schedule_frequency == 0
-        ):
+        if scheduler is not None:
             scheduler.step()
 
     def _log_train_window(self) -> None:
@@ -206,7 +205,10 @@ class ClassifierModule(pl.LightningModule):
         self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
         rank_rng = checkpoint.get("normlab_rank_rng")
         attached = self._trainer is not None  # not so in `load_from_checkpoint`
-        if rank_rng is not None and attached and len(rank_rng) == self.trainer.world_size:
+        self.restored_rank_rng = (
+            rank_rng is not None and attached and len(rank_rng) == self.trainer.world_size
+        )
+        if self.restored_rank_rng:
             # a copy: set_rng_state on a row view (storage offset) crashes the process
             torch.set_rng_state(rank_rng[self.global_rank].clone())
 

@@ -23,6 +23,7 @@ from normlab.callbacks.build import build_callbacks, last_checkpoint
 from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
+from normlab.lit.step_plan import StepPlan
 from normlab.lit.module import Diverged
 from normlab.models.build import build_model
 from normlab.models.initialization import initialize
@@ -92,7 +93,9 @@ def train(
             run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data}
         )
 
-    datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
+    datamodule = ResidentDataModule(
+        cfg.data, Path(cfg.paths.data_dir), seeds.data, plan=StepPlan.from_config(cfg)
+    )
     datamodule.setup()
     pl.seed_everything(seeds.init, verbose=False)
     network = build_model(cfg, datamodule.input_shape, datamodule.num_classes)

@@ -7,8 +7,39 @@ collation costs more than the 3x100 MLP itself, so batches are index slices of o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import torch
+
+
+class ChunkPlan(Protocol):
+    """Where a run of optimizer steps must end (normlab.lit.step_plan.StepPlan implements it)."""
+
+    steps_per_call: int
+
+    def ends_chunk(self, steps_done: int, epoch_steps_done: int) -> bool:
+        """Whether a chunk must end once `steps_done` steps (`epoch_steps_done` of this epoch)
+        are taken: something happens there (validation, logging, a recording)."""
+
+    def validation_due(self, steps_done: int, epoch_steps_done: int) -> bool:
+        """Whether validation runs once `steps_done` (`epoch_steps_done`) steps are taken."""
+
+
+class StepChunk(NamedTuple):
+    """Consecutive training batches for one `training_step` call: `x` and `y` hold them back to
+    back (`sizes` rows each), so one gather serves them all. `first` is the index of the first
+    batch in its epoch of `epoch_steps`; `validate_after`: validation is due after the last."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sizes: tuple[int, ...]
+    first: int
+    epoch_steps: int
+    validate_after: bool
+
+    def batches(self):
+        """The (x, y) batches, as views."""
+        return zip(self.x.split(self.sizes), self.y.split(self.sizes), strict=True)
 
 
 class ResidentBatches:
@@ -31,6 +62,7 @@ class ResidentBatches:
         rank: int = 0,
         world_size: int = 1,
         steps_done: Callable[[], int] | None = None,
+        plan: ChunkPlan | None = None,
     ):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
@@ -41,6 +73,9 @@ class ResidentBatches:
         self.steps_done = steps_done
         self.epoch_start_step = 0
         self.skip = 0
+        # with a plan, batches come grouped in StepChunks (several optimizer steps per Lightning
+        # batch); len() and the saved position still count batches
+        self.plan = plan
         # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start (also on resume)
         self.sampler = self
         self.batch_sampler = None  # Lightning probes it to tell whether the loader shuffles
@@ -71,9 +106,45 @@ class ResidentBatches:
             order = torch.randperm(len(self.y), generator=generator).to(self.y.device)
         else:
             order = torch.arange(len(self.y), device=self.y.device)
-        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
-            batch = order[start : start + self.batch_size]
-            if self.world_size > 1:
-                share = -(-len(batch) // self.world_size)
-                batch = batch[self.rank * share : (self.rank + 1) * share]
+        if self.plan is not None:
+            yield from self._chunks(order, skip)
+            return
+        for index in range(skip, len(self)):
+            batch = self._batch_indices(order, index)
             yield self.x[batch], self.y[batch]
+
+    def _batch_indices(self, order: torch.Tensor, index: int) -> torch.Tensor:
+        """The example indices of batch `index` of the epoch (this rank's share under DDP)."""
+        batch = order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.world_size > 1:
+            share = -(-len(batch) // self.world_size)
+            batch = batch[self.rank * share : (self.rank + 1) * share]
+        return batch
+
+    def _chunks(self, order: torch.Tensor, skip: int):
+        """StepChunks of at most `plan.steps_per_call` batches, each ending where the plan says
+        something happens, so every hook Lightning runs between batches sees the same step it
+        would without chunks."""
+        plan, steps = self.plan, len(self)
+        # global steps taken before this epoch (without a trainer: whole epochs so far)
+        before_epoch = self.epoch_start_step if self.steps_done else self.epoch * steps
+        done = skip
+        while done < steps:
+            first = done
+            done += 1
+            while (
+                done < steps
+                and done - first < plan.steps_per_call
+                and not plan.ends_chunk(before_epoch + done, done)
+            ):
+                done += 1
+            parts = [self._batch_indices(order, index) for index in range(first, done)]
+            indices = parts[0] if len(parts) == 1 else torch.cat(parts)
+            yield StepChunk(
+                self.x[indices],
+                self.y[indices],
+                tuple(len(part) for part in parts),
+                first,
+                steps,
+                plan.validation_due(before_epoch + done, done),
+            )

@@ -11,7 +11,7 @@ import torch
 
 from normlab.config.errors import ConfigError
 from normlab.config.schema import DatasetName
-from normlab.data.batches import ResidentBatches
+from normlab.data.batches import ChunkPlan, ResidentBatches
 from normlab.data.errors import DataError
 from normlab.data.preprocess import Preprocessor
 from normlab.data.sources import (
@@ -60,9 +60,10 @@ def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
 class ResidentDataModule(pl.LightningDataModule):
     """Train / val / test tensors held in memory, moved once to the training device."""
 
-    def __init__(self, cfg, data_dir: Path, order_seed: int):
+    def __init__(self, cfg, data_dir: Path, order_seed: int, plan: ChunkPlan | None = None):
         super().__init__()
         self.cfg, self.data_dir, self.order_seed = cfg, Path(data_dir), order_seed
+        self.plan = plan  # training batches grouped in StepChunks (normlab.lit.step_plan)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_classes = 0
         self.dataset_name = DatasetName(cfg.name).value  # the fallback's name when it was used
@@ -115,7 +116,7 @@ class ResidentDataModule(pl.LightningDataModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """Batches sliced from tensors already on `device` are returned as they are: no copy
         and no walk over the batch per step. Anything else takes Lightning's default path."""
-        x, y = batch
+        x, y = batch[0], batch[1]  # an (x, y) batch or a StepChunk
         if x.device == device and y.device == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -149,6 +150,7 @@ class ResidentDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             steps_done=(lambda: trainer.global_step) if trainer else None,
+            plan=self.plan,
         )
 
     def val_dataloader(self) -> ResidentBatches:

@@ -13,12 +13,14 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from normlab.data.batches import StepChunk
 from normlab.lit.regularizers import (
     WeightPenalty,
     apply_decoupled_decay,
     parameter_groups,
     weight_matrices,
 )
+from normlab.lit.step_plan import account_chunk, restore_validation_trigger
 
 
 class ClassifierModule(pl.LightningModule):
@@ -72,6 +74,9 @@ class ClassifierModule(pl.LightningModule):
         self.register_buffer("train_sums", torch.zeros(3))
         self.restored_rank_sums: torch.Tensor | None = None  # per-rank sums of a DDP checkpoint
         self.restored_rank_rng = False  # each rank's own random state came from a checkpoint
+        # whether validation ran after the last StepChunk (a resumed run must tell Lightning)
+        self.validated_last_chunk = False
+        self.restored_validated_last: bool | None = None
 
     def best_val_acc(self) -> float | None:
         """The best validation accuracy so far (restored on resume), None before any validation."""
@@ -82,7 +87,22 @@ class ClassifierModule(pl.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, StepChunk):  # several steps per Lightning batch (lit/step_plan.py)
+            optimizer = self.optimizers()
+            for offset, (x, y) in enumerate(batch.batches()):
+                objective = self._optimizer_step(
+                    optimizer, x, y, batch.first + offset + 1, batch.epoch_steps
+                )
+            self.validated_last_chunk = batch.validate_after
+            account_chunk(self.trainer, len(batch.sizes), batch.validate_after)
+            return objective
         x, y = batch
+        return self._optimizer_step(
+            self.optimizers(), x, y, batch_idx + 1, self.trainer.num_training_batches
+        )
+
+    def _optimizer_step(self, optimizer, x, y, epoch_step: int, epoch_steps: int) -> torch.Tensor:
+        """One optimizer step on batch (x, y), step `epoch_step` (1-based) of `epoch_steps`."""
         if self.augment is not None:
             x = self.augment(x)
         logits = self.model(x)
@@ -98,12 +118,11 @@ class ClassifierModule(pl.LightningModule):
             self.train_sums += torch.stack((loss * count, hits, loss.new_full((), count)))
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self._log_train_window()
-        optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(objective)
         optimizer.step()  # calls on_before_optimizer_step, counts the global step
-        self._step_schedule("step", batch_idx + 1)
-        if batch_idx + 1 == self.trainer.num_training_batches:
+        self._step_schedule("step", epoch_step)
+        if epoch_step == epoch_steps:
             self._step_schedule("epoch", self.current_epoch + 1)
         return objective.detach()
 
@@ -192,6 +211,7 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["normlab_config"] = self.config  # a checkpoint names the config that made it
         checkpoint["normlab_rng"] = torch.get_rng_state()  # dropout / augmentation draws
+        checkpoint["normlab_validated_last"] = self.validated_last_chunk
         if self.trainer.world_size > 1:
             # every rank saves (rank 0 writes): keep each rank's window sums, or the resumed
             # run's first logged train/loss and train/acc would differ from an uninterrupted one
@@ -203,6 +223,7 @@ class ClassifierModule(pl.LightningModule):
         if "normlab_rng" in checkpoint:
             torch.set_rng_state(checkpoint["normlab_rng"])
         self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
+        self.restored_validated_last = checkpoint.get("normlab_validated_last")
         rank_rng = checkpoint.get("normlab_rank_rng")
         attached = self._trainer is not None  # not so in `load_from_checkpoint`
         self.restored_rank_rng = (
@@ -218,6 +239,9 @@ class ClassifierModule(pl.LightningModule):
         if sums is not None and len(sums) == self.trainer.world_size:
             self.train_sums.copy_(sums[self.global_rank])
         self.restored_rank_sums = None
+        if self.restored_validated_last is not None:
+            restore_validation_trigger(self.trainer, self.restored_validated_last)
+            self.restored_validated_last = None
 
 
 class Diverged(RuntimeError):

@@ -23,8 +23,8 @@ from normlab.callbacks.build import build_callbacks, last_checkpoint
 from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
-from normlab.lit.step_plan import StepPlan
 from normlab.lit.module import Diverged
+from normlab.lit.step_plan import StepPlan
 from normlab.models.build import build_model
 from normlab.models.initialization import initialize
 from normlab.paths import REPO_DIR

@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     if sweeps:
         print()
         print(sweep_table(sweeps))
+        print(
+            "cells' own s: the cells' wall times summed; ceiling: the speed-up if start-up, "
+            "worker spawn and the report cost nothing (jobs x serial cells' s / parallel cells' s)"
+        )
     checks = targets(runs, sweeps)
     if checks:
         print()

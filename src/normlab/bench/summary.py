@@ -122,13 +122,16 @@ def cases_table(rows: list[dict[str, Any]], reference: str = "raw") -> str:
 def sweep_table(rows: list[dict[str, Any]]) -> str:
     """The sweep Markdown table: wall time per launcher and the speed-up over serial."""
     lines = [
-        "| sweep | cells x steps | torch threads per cell | wall s | speed-up vs serial |",
-        "|---|---:|---|---:|---:|",
+        "| sweep | cells x steps | torch threads per cell | wall s | cells' own s "
+        "| speed-up vs serial | ceiling |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
+        ceiling = row.get("ceiling")
         lines.append(
             f"| {row['variant']} | {row['cells']} x {row['steps']} | {row['threads']} "
-            f"| {row['wall_s']:.1f} | {row['speedup']:.2f}x |"
+            f"| {row['wall_s']:.1f} | {row['cells_s']:.1f} | {row['speedup']:.2f}x "
+            f"| {'-' if ceiling is None else f'{ceiling:.2f}x'} |"
         )
     return "\n".join(lines)
 

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from normlab.paths import CONFIG_DIR
 from normlab.utils.threads import available_cores
 
 EXPERIMENT = "experiment=bn_sigmoid_vs_relu"
@@ -69,6 +72,8 @@ def time_sweep(
         "cells": len(cells),
         "steps": steps,
         "wall_s": wall,
+        # the cells' own time (each cell's wall time, summed): what a launcher can overlap
+        "cells_s": sum(cell["wall_time_s"] for cell in cells),
         "threads": ",".join(map(str, threads)),
         "command": " ".join(command[1:]),
     }
@@ -82,6 +87,16 @@ def time_sweeps(
         time_sweep(variant, launcher, steps, seeds, env)
         for variant, launcher in sweep_variants(oversubscribed).items()
     ]
+    serial = rows[0]
     for row in rows:
-        row["speedup"] = rows[0]["wall_s"] / row["wall_s"]
+        row["speedup"] = serial["wall_s"] / row["wall_s"]
+        if row is not serial:
+            # the speed-up if start-up, worker spawn and the report cost nothing: the jobs
+            # overlap perfectly, and the only loss is each cell's own slower time on fewer threads
+            row["ceiling"] = parallel_jobs() * serial["cells_s"] / row["cells_s"]
     return rows
+
+
+def parallel_jobs() -> int:
+    """n_jobs of the parallel launcher (conf/hydra/launcher/parallel.yaml)."""
+    return int(OmegaConf.load(CONFIG_DIR / "hydra" / "launcher" / "parallel.yaml").n_jobs)

@@ -58,10 +58,9 @@ class StepPlan:
         """Whether something happens once `steps_done` steps are taken (see the module doc)."""
         if steps_done == self.max_steps or steps_done % self.log_every == 0:
             return True
-        if self.record_every is not None:
-            # a recording reads the weights before its step and after it: a chunk of its own
-            if steps_done % self.record_every in (0, 1):
-                return True
+        # a recording reads the weights before its step and after it: a chunk of its own
+        if self.record_every is not None and steps_done % self.record_every in (0, 1):
+            return True
         return self.validation_due(steps_done, epoch_steps_done)
 
 

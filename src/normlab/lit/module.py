@@ -33,7 +33,9 @@ class ClassifierModule(pl.LightningModule):
     optimization uses -- forward, zero_grad, backward, `on_before_optimizer_step` hooks
     (instruments, then decoupled decay and clipping here), optimizer step, schedule step -- so
     the numbers are the same, without the closure machinery and its hook calls: on a 3x100 MLP
-    Lightning's own per-step work costs more than the math.
+    Lightning's own per-step work costs more than the math. For the same reason a training
+    batch is usually a StepChunk of several batches, one optimizer step each
+    (normlab.lit.step_plan says where chunks end and keeps Lightning's counters in steps).
     """
 
     def __init__(

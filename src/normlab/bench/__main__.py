@@ -2,7 +2,7 @@
 
 Every case trains the default config (3x100 sigmoid MLP + BN, Fashion-MNIST, batch 60, SGD,
 validation every 500 steps) for the same steps, each repetition in a fresh process; the cases
-are interleaved (a b c d e, b c d e a, ...) so load drifts hit them alike. Steps/s is timed
+are interleaved (a b c d e f, b c d e f a, ...) so load drifts hit them alike. Steps/s is timed
 from the first to the last training step (on_train_start -> on_train_end): start-up and the
 final test are excluded and reported apart. Then the main ablation sweep (12 cells) runs
 serially and through the parallel launcher. Prints Markdown tables and the issue's targets;

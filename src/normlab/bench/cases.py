@@ -20,11 +20,14 @@ LABELS = {
     "instruments": "(c) normlab + instruments",
     "template": "(d) template: DataLoader, per-step log",
     "floor": "(e) bare Lightning module, no logging",
+    "one_step": "(f) normlab default, steps_per_call=1",
 }
 # what the normlab cases add to the shared overrides: the real pipeline with these groups
 NORMLAB_OVERRIDES = {
     "normlab": ["logger=wandb"],
     "instruments": ["logger=wandb", "callbacks=instruments"],
+    # (b) with one optimizer step per Lightning batch: what the step chunks are worth
+    "one_step": ["logger=wandb", "steps_per_call=1"],
 }
 
 

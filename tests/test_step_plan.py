@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import Callback
 
 from conftest import TINY
 from normlab.data.batches import ResidentBatches, StepChunk
 from normlab.lit.step_plan import StepPlan
+from normlab.pipeline import train
 
 # synthetic: 800 training examples in batches of 32 -> 25 steps an epoch
 
@@ -155,3 +157,21 @@ def test_chunked_steps_change_no_number(run_training, tmp_path, overrides):
     keep = ("test/acc", "test/loss", "val/acc_best", "steps")
     assert {k: result7[k] for k in keep} == {k: result1[k] for k in keep}
     assert all(torch.equal(weights7[name], weights1[name]) for name in weights1)
+
+
+class BatchEnds(Callback):
+    """The global step at every Lightning batch end."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.steps.append(trainer.global_step)
+
+
+def test_a_default_run_takes_several_steps_per_lightning_batch(compose_cfg, tmp_path):
+    ends = BatchEnds()
+    # 25 steps an epoch; logging every 5 and validation every 10 (trainer=debug), 40 steps
+    result = train(compose_cfg(*TINY, "trainer.max_steps=40"), tmp_path / "run", [ends])
+    assert result["status"] == "completed"
+    assert ends.steps == [5, 10, 15, 20, 25, 30, 35, 40]  # 8 batches, not 40

@@ -90,21 +90,48 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, StepChunk):  # several steps per Lightning batch (lit/step_plan.py)
-            optimizer = self.optimizers()
-            for offset, (x, y) in enumerate(batch.batches()):
-                objective = self._optimizer_step(
-                    optimizer, x, y, batch.first + offset + 1, batch.epoch_steps
-                )
+            objective = self._steps(batch.batches(), batch.y, batch.first, batch.epoch_steps)
             self.validated_last_chunk = batch.validate_after
             account_chunk(self.trainer, len(batch.sizes), batch.validate_after)
             return objective
         x, y = batch
-        return self._optimizer_step(
-            self.optimizers(), x, y, batch_idx + 1, self.trainer.num_training_batches
-        )
+        return self._steps([(x, y)], y, batch_idx, self.trainer.num_training_batches)
 
-    def _optimizer_step(self, optimizer, x, y, epoch_step: int, epoch_steps: int) -> torch.Tensor:
-        """One optimizer step on batch (x, y), step `epoch_step` (1-based) of `epoch_steps`."""
+    def _steps(self, batches, labels, first: int, epoch_steps: int) -> torch.Tensor:
+        """One optimizer step per (x, y) of `batches` (steps `first` + 1, ... of the epoch's
+        `epoch_steps`; `labels`: all their y), then the training window's bookkeeping.
+
+        Per step, the only bookkeeping op is one add to the window's loss sum, in step order,
+        so the sums (and what is logged) do not depend on how steps are grouped; hits and
+        example counts are integers, summed once per call. A logged window always ends on the
+        last of these steps (the step plan ends chunks there).
+        """
+        optimizer = self.optimizers()
+        log_every = self.trainer.log_every_n_steps
+        loss_sum = self.train_sums[0].clone()
+        logits_seen, window_end = [], None
+        for offset, (x, y) in enumerate(batches):
+            step = self.global_step
+            if (step + 1) % log_every == 0:  # the learning rate this step trains with
+                window_end = (step, optimizer.param_groups[0]["lr"])
+            objective, loss, logits = self._optimizer_step(
+                optimizer, x, y, first + offset + 1, epoch_steps
+            )
+            loss_sum.add_(loss, alpha=len(y))
+            logits_seen.append(logits)
+        with torch.no_grad():
+            hits = (torch.cat(logits_seen).argmax(dim=1) == labels).sum()
+            _, correct, count = self.train_sums
+            self.train_sums.copy_(torch.stack((loss_sum, correct + hits, count + len(labels))))
+        if window_end is not None:
+            self._log_train_window(*window_end)
+        return objective
+
+    def _optimizer_step(
+        self, optimizer, x, y, epoch_step: int, epoch_steps: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on batch (x, y), step `epoch_step` (1-based) of `epoch_steps`;
+        its objective, cross-entropy and logits (detached)."""
         if self.augment is not None:
             x = self.augment(x)
         logits = self.model(x)
@@ -114,19 +141,13 @@ class ClassifierModule(pl.LightningModule):
             if self.penalty is None
             else loss + self.penalty(weight_matrices(self.model), len(y) * self.trainer.world_size)
         )
-        with torch.no_grad():  # one fused update: every tensor op costs microseconds per step
-            count = len(y)
-            hits = (logits.argmax(dim=1) == y).sum()
-            self.train_sums += torch.stack((loss * count, hits, loss.new_full((), count)))
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self._log_train_window()
         optimizer.zero_grad()
         self.manual_backward(objective)
         optimizer.step()  # calls on_before_optimizer_step, counts the global step
         self._step_schedule("step", epoch_step)
         if epoch_step == epoch_steps:
             self._step_schedule("epoch", self.current_epoch + 1)
-        return objective.detach()
+        return objective.detach(), loss.detach(), logits.detach()
 
     def _step_schedule(self, interval: str, count: int) -> None:
         """Lightning's rule for its automatic optimization: step when `count % frequency == 0`
@@ -137,13 +158,13 @@ class ClassifierModule(pl.LightningModule):
         if scheduler is not None:
             scheduler.step()
 
-    def _log_train_window(self) -> None:
+    def _log_train_window(self, step: int, lr: float) -> None:
+        """Log the window that ends with `step` (trained at learning rate `lr`) and start anew."""
         # summed over DDP ranks (a no-op on one device): the logged loss is the global batch's
         loss_sum, correct, count = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum")
         # checked only at logging steps: a per-step check would force a host sync on GPU
         if not torch.isfinite(loss_sum):
-            raise Diverged(self.global_step, float(loss_sum / count))
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise Diverged(step, float(loss_sum / count))
         self.log_dict(
             {"train/loss": loss_sum / count, "train/acc": correct / count, "train/lr": float(lr)},
             on_step=True,

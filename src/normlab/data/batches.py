@@ -43,7 +43,8 @@ class StepChunk(NamedTuple):
 
 
 class ResidentBatches:
-    """Iterable of (x, y) batches over tensors, optionally shuffled per epoch.
+    """Iterable of (x, y) batches over tensors, optionally shuffled per epoch; with a `plan`,
+    of StepChunks of consecutive batches (several optimizer steps per Lightning batch).
 
     Under DDP every rank walks the same epoch permutation (seeded by seed and epoch) and takes
     its own contiguous slice of each global batch, so the ranks together see exactly the batch a

@@ -159,6 +159,20 @@ def test_sigterm_at_any_point_resumes_into_the_uninterrupted_run(compose_cfg, tm
     ).read_text()
 
 
+def test_a_stop_at_a_logged_windows_end_keeps_its_row(compose_cfg, tmp_path):
+    # validation every 20 steps, windows logged every 5: a SIGTERM at step 5 stops the run at
+    # step 10, whose window row Lightning writes only after the batch-end hooks
+    overrides = [*SHORT, "trainer.val_check_interval=20"]
+    train(compose_cfg(*overrides), tmp_path / "reference")
+    run_dir = tmp_path / "preempted"
+    first = train(compose_cfg(*overrides), run_dir, [SigtermAt("train step", 5)])
+    assert first["status"] == "preempted" and first["steps"] == 10
+    train(compose_cfg(*overrides), run_dir)
+    assert (run_dir / "metrics.csv").read_text() == (
+        tmp_path / "reference" / "metrics.csv"
+    ).read_text()
+
+
 def test_sigterm_during_the_last_step_lets_the_run_finish(compose_cfg, tmp_path):
     reference = train(compose_cfg(*SHORT), tmp_path / "reference")
     finished = train(compose_cfg(*SHORT), tmp_path / "run", [SigtermAt("mid-validation", 60)])

@@ -78,6 +78,9 @@ class CheckpointOnPreemption(Callback):
             # a checkpoint from here would make the resumed run skip this step's validation
             self.stop_after_validation = True
             return
+        # what this step logged reaches the loggers only after the batch-end hooks, and the
+        # checkpoint counts it as logged: write it now, or its row would be lost
+        trainer._logger_connector.update_train_step_metrics()
         self._stop(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -5,7 +5,8 @@ end, after the step counters moved on) and a checkpoint saved from there resumes
 different run. So normlab takes SIGTERM itself and stops only at the two points Lightning's
 resume logic is built for, which are also where `ModelCheckpoint` saves:
 
-- the end of a training step with no validation due (a step-end checkpoint), or
+- the end of a training step with no validation due (a step-end checkpoint; what the step
+  logged is written first, as Lightning would have right after), or
 - the end of the validation that the step runs (the `last.ckpt` point),
 
 never on an epoch's last step (it waits one step more) and never on the fit's last step (the

@@ -93,10 +93,11 @@ def time_sweeps(
         if row is not serial:
             # the speed-up if start-up, worker spawn and the report cost nothing: the jobs
             # overlap perfectly, and the only loss is each cell's own slower time on fewer threads
-            row["ceiling"] = parallel_jobs() * serial["cells_s"] / row["cells_s"]
+            row["ceiling"] = launcher_jobs() * serial["cells_s"] / row["cells_s"]
     return rows
 
 
-def parallel_jobs() -> int:
-    """n_jobs of the parallel launcher (conf/hydra/launcher/parallel.yaml)."""
+def launcher_jobs() -> int:
+    """n_jobs of the parallel launcher, read from conf/hydra/launcher/parallel.yaml: the
+    benchmark runs outside Hydra, where normlab.utils.threads.parallel_jobs reads it."""
     return int(OmegaConf.load(CONFIG_DIR / "hydra" / "launcher" / "parallel.yaml").n_jobs)

@@ -136,6 +136,23 @@ class SigtermAt(Callback):
 SHORT = [*TINY, "trainer.max_steps=60", "data.eval_batch_size=50", "regularizer=[dropout]"]
 
 
+def preempt_and_resume(compose_cfg, tmp_path, overrides: list[str], sigterm: SigtermAt) -> dict:
+    """Train `overrides` uninterrupted, then again with `sigterm` and once more to resume; assert
+    the resumed run ends with the uninterrupted one's result and metrics.csv. The first
+    (preempted) attempt's result."""
+    train(compose_cfg(*overrides), tmp_path / "reference")
+    run_dir = tmp_path / "preempted"
+    first = train(compose_cfg(*overrides), run_dir, [sigterm])
+    assert first["status"] == "preempted"
+    resumed = train(compose_cfg(*overrides), run_dir)
+    assert resumed["resumed_from_step"] == first["steps"]
+    same_result(run_dir, tmp_path / "reference")
+    assert (run_dir / "metrics.csv").read_text() == (
+        tmp_path / "reference" / "metrics.csv"
+    ).read_text()
+    return first
+
+
 @pytest.mark.parametrize(
     ("hook", "step"),
     [
@@ -146,31 +163,16 @@ SHORT = [*TINY, "trainer.max_steps=60", "data.eval_batch_size=50", "regularizer=
     ],
 )
 def test_sigterm_at_any_point_resumes_into_the_uninterrupted_run(compose_cfg, tmp_path, hook, step):
-    train(compose_cfg(*SHORT), tmp_path / "reference")
-    run_dir = tmp_path / "preempted"
-    first = train(compose_cfg(*SHORT), run_dir, [SigtermAt(hook, step)])
-    assert first["status"] == "preempted"
+    first = preempt_and_resume(compose_cfg, tmp_path, SHORT, SigtermAt(hook, step))
     assert first["steps"] < 60
-    resumed = train(compose_cfg(*SHORT), run_dir)
-    assert resumed["resumed_from_step"] == first["steps"]
-    same_result(run_dir, tmp_path / "reference")
-    assert (run_dir / "metrics.csv").read_text() == (
-        tmp_path / "reference" / "metrics.csv"
-    ).read_text()
 
 
 def test_a_stop_at_a_logged_windows_end_keeps_its_row(compose_cfg, tmp_path):
     # validation every 20 steps, windows logged every 5: a SIGTERM at step 5 stops the run at
     # step 10, whose window row Lightning writes only after the batch-end hooks
     overrides = [*SHORT, "trainer.val_check_interval=20"]
-    train(compose_cfg(*overrides), tmp_path / "reference")
-    run_dir = tmp_path / "preempted"
-    first = train(compose_cfg(*overrides), run_dir, [SigtermAt("train step", 5)])
-    assert first["status"] == "preempted" and first["steps"] == 10
-    train(compose_cfg(*overrides), run_dir)
-    assert (run_dir / "metrics.csv").read_text() == (
-        tmp_path / "reference" / "metrics.csv"
-    ).read_text()
+    first = preempt_and_resume(compose_cfg, tmp_path, overrides, SigtermAt("train step", 5))
+    assert first["steps"] == 10
 
 
 def test_sigterm_during_the_last_step_lets_the_run_finish(compose_cfg, tmp_path):

@@ -156,17 +156,3 @@ def train(
     if rank_zero:
         write_json_atomic(run_dir / "result.json", result)
     return result
-
-
-def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
-    """result.json for a run that did not complete, so sweeps and reports can list it."""
-    write_json_atomic(run_dir / "result.json", {"status": status, "error": error})
-
-
-def archive_attempt(run_dir: Path) -> None:
-    """Move a failed attempt's files to attempts/<time>/ before the cell is run again."""
-    target = run_dir / "attempts" / time.strftime("%Y%m%d-%H%M%S")
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("result.json", "metrics.csv", "error.log", "train.log"):
-        if (run_dir / name).exists():
-            (run_dir / name).rename(target / name)

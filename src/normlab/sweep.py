@@ -1,4 +1,5 @@
-"""Sweep bookkeeping: stable sweep folders, finished-cell skipping, and per-cell locks.
+"""A sweep cell's life, in one place: stable sweep folders, finished-cell skipping, per-cell
+locks, failure records and archived attempts, and the keys that never change a result.
 
 A sweep's folder is keyed by its command line (experiment + overrides), so re-running the same
 command finds the same folder and each cell's folder (keyed by that cell's overrides) again:
@@ -10,19 +11,48 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 
+log = logging.getLogger("normlab")
+
 SWEEP_KEY_ENV = "NORMLAB_SWEEP_KEY"
-# overrides that change how a sweep runs, not what it computes
-_NOT_PART_OF_THE_KEY = ("hydra/launcher=", "hydra.launcher.", "threads=", "hydra.verbose")
+# Keys (and key prefixes, ending in "." or "/") that change how or where a cell runs, never
+# what it computes: left out of the sweep key, of cell folder names and of the report's
+# configurations. The one list; conf/train.yaml reads it through ${cell_name_excludes:}.
+RESULT_NEUTRAL_KEYS = (
+    "threads",
+    "steps_per_call",
+    "paths.",
+    "hydra/launcher",
+    "hydra.launcher.",
+    "hydra.verbose",
+)
+# constant within one sweep (they name its folder), so a cell's folder name leaves them out too
+SWEEP_NAMING_KEYS = ("experiment", "name")
+
+
+def is_result_neutral(key: str) -> bool:
+    """Whether setting `key` (`+`/`~` prefix allowed) leaves every result unchanged."""
+    key = key.lstrip("+~")
+    return any(
+        key.startswith(entry) if entry.endswith((".", "/")) else key == entry
+        for entry in RESULT_NEUTRAL_KEYS
+    )
+
+
+def cell_name_excludes(overrides: list[str]) -> list[str]:
+    """The override keys Hydra leaves out of a cell's folder name (`override_dirname`)."""
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    return [*SWEEP_NAMING_KEYS, *dict.fromkeys(key for key in keys if is_result_neutral(key))]
 
 
 def sweep_key(overrides: list[str]) -> str:
     """A short, stable name for a sweep's command line (order of overrides ignored)."""
-    relevant = sorted(o for o in overrides if not o.startswith(_NOT_PART_OF_THE_KEY))
+    relevant = sorted(o for o in overrides if not is_result_neutral(o.split("=", 1)[0]))
     digest = hashlib.sha256("\n".join(relevant).encode()).hexdigest()[:10]
     return f"sweep-{digest}"
 
@@ -89,3 +119,66 @@ class CellLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
+    """result.json for a run that did not complete, so sweeps and reports can list it."""
+    from normlab.utils.files import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / "result.json", {"status": status, "error": error})
+
+
+def archive_attempt(run_dir: Path) -> None:
+    """Move a failed attempt's files to attempts/<time>/ before the cell is run again."""
+    target = run_dir / "attempts" / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("result.json", "metrics.csv", "error.log", "train.log"):
+        if (run_dir / name).exists():
+            (run_dir / name).rename(target / name)
+
+
+def cell_score(best: float | None, run_dir: Path) -> float:
+    """A sweep cell's objective: val/acc_best, or 0.0 (the worst accuracy) when the cell failed,
+    diverged or was skipped, so a search (Optuna) scores the trial instead of stopping."""
+    return best if best is not None and cell_status(run_dir) == "completed" else 0.0
+
+
+def finished_result(run_dir: Path) -> dict | None:
+    """result.json of a cell that needs no more work (completed, or diverged: a divergence is a
+    result, not an error); None when it must (still) run."""
+    if cell_status(run_dir) not in ("completed", "diverged"):
+        return None
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def run_cell(cfg, run_dir: Path) -> float | None:
+    """A sweep cell: skipped when already completed; any failure is recorded, never raised,
+    so one bad cell does not stop the sweep."""
+    import traceback
+
+    from normlab.analysis.progress import sweep_progress
+    from normlab.pipeline import train
+    from normlab.utils.distributed import is_global_zero
+
+    finished = finished_result(run_dir)
+    if finished is not None:
+        log.info("already %s, skipped: %s", finished.get("status"), run_dir)
+        return finished.get("val/acc_best")
+    if not is_global_zero(cfg.trainer):  # another SLURM task of this cell: rank 0 keeps the books
+        return train(cfg, run_dir)["val/acc_best"]
+    lock = CellLock(run_dir)
+    if not lock.acquire():
+        log.warning("another process is running this cell, skipped: %s", run_dir)
+        return None
+    try:
+        if cell_status(run_dir) == "failed":
+            archive_attempt(run_dir)
+        return train(cfg, run_dir)["val/acc_best"]
+    except Exception as exc:  # recorded in the cell, reported by `normlab.report`
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        record_failure(run_dir, f"{type(exc).__name__}: {exc}")
+        log.error("cell failed (%s: %s): %s", type(exc).__name__, exc, run_dir)
+        return None
+    finally:
+        lock.release()
+        print(sweep_progress(run_dir.parent), flush=True)

@@ -21,8 +21,8 @@ from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
-from normlab.sweep import SWEEP_KEY_ENV, cell_status, sweep_key
-from normlab.utils.distributed import is_global_zero, slurm_run_overrides
+from normlab.sweep import SWEEP_KEY_ENV, cell_score, record_failure, run_cell, sweep_key
+from normlab.utils.distributed import slurm_run_overrides
 
 log = logging.getLogger("normlab")
 
@@ -64,7 +64,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return cell_score(run_cell(cfg, run_dir), run_dir)
     from normlab.data.errors import DataError
-    from normlab.pipeline import record_failure, train
+    from normlab.pipeline import train
 
     try:
         result = train(cfg, run_dir)
@@ -85,46 +85,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
         f"time={result['wall_time_s']:.1f}s run_dir={run_dir}"
     )
     return best
-
-
-def cell_score(best: float | None, run_dir: Path) -> float:
-    """A sweep cell's objective: val/acc_best, or 0.0 (the worst accuracy) when the cell failed,
-    diverged or was skipped, so a search (Optuna) scores the trial instead of stopping."""
-    return best if best is not None and cell_status(run_dir) == "completed" else 0.0
-
-
-def run_cell(cfg: DictConfig, run_dir: Path) -> float | None:
-    """A sweep cell: skipped when already completed; any failure is recorded, never raised,
-    so one bad cell does not stop the sweep."""
-    import traceback
-
-    from normlab.analysis.progress import sweep_progress
-    from normlab.pipeline import archive_attempt, record_failure, train
-    from normlab.sweep import CellLock
-    from normlab.utils.files import read_json
-
-    status = cell_status(run_dir)
-    if status in ("completed", "diverged"):  # a divergence is a result, not an error
-        log.info("already %s, skipped: %s", status, run_dir)
-        return read_json(run_dir / "result.json").get("val/acc_best")
-    if not is_global_zero(cfg.trainer):  # another SLURM task of this cell: rank 0 keeps the books
-        return train(cfg, run_dir)["val/acc_best"]
-    lock = CellLock(run_dir)
-    if not lock.acquire():
-        log.warning("another process is running this cell, skipped: %s", run_dir)
-        return None
-    try:
-        if status == "failed":
-            archive_attempt(run_dir)
-        return train(cfg, run_dir)["val/acc_best"]
-    except Exception as exc:  # recorded in the cell, reported by `normlab.report`
-        (run_dir / "error.log").write_text(traceback.format_exc())
-        record_failure(run_dir, f"{type(exc).__name__}: {exc}")
-        log.error("cell failed (%s: %s): %s", type(exc).__name__, exc, run_dir)
-        return None
-    finally:
-        lock.release()
-        print(sweep_progress(run_dir.parent), flush=True)
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import pandas as pd
 
 from normlab.analysis.plan import SEED_KEYS, SweepPlan, override_key, override_value
+from normlab.sweep import is_result_neutral
 
-IGNORED_PREFIXES = ("paths.", "hydra.")
+IGNORED_PREFIXES = ("hydra.",)  # Hydra's own settings; result-neutral keys: normlab.sweep
 NOT_CONFIG = frozenset(
     {"cell", "status", "error", "overrides", "steps", "wall_time_s", "run_dir", "name", "tags"}
 )
@@ -16,7 +17,12 @@ NOT_CONFIG = frozenset(
 
 def _is_configuration_key(key: str) -> bool:
     """Seeds, folders and bookkeeping never define a configuration."""
-    return key not in SEED_KEYS and key not in NOT_CONFIG and not key.startswith(IGNORED_PREFIXES)
+    return (
+        key not in SEED_KEYS
+        and key not in NOT_CONFIG
+        and not key.startswith(IGNORED_PREFIXES)
+        and not is_result_neutral(key)
+    )
 
 
 def _cell_overrides(runs: pd.DataFrame) -> list[dict[str, str]]:

@@ -1,0 +1,397 @@
+"""MemberStack: M networks of one structure, trained as one with a leading member axis.
+
+Each member stays the network its solo run would build (its own parameters, buffers, init), so
+the optimizer, the instruments, checkpoints and a member's results all see an ordinary
+network. Only the forward pass is batched: per layer, one `baddbmm` (linear) or one grouped
+convolution (conv) over all members, then norm and activation per run of members of one kind
+(the launcher sorts members so each kind is a contiguous slice), dropout per member from the
+member's own random stream. A stack of one is the member's own forward, unchanged.
+
+Layouts: MLP features are members-first `[M, B, F]`; CNN feature maps are channel-stacked
+`[B, M*C, H, W]`, where batch and group norm are exactly the solo per-channel statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normlab.models.blocks import HiddenBlock
+from normlab.models.dropconnect import DropConnectLinear
+from normlab.models.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
+
+
+class NotStackable(ValueError):
+    """These networks cannot train as one stack (the reason is the message)."""
+
+
+class MemberRandomness:
+    """Each member's own random stream for dropout, dropconnect and augmentation draws.
+
+    A solo run draws from the process's global generator after seeding it with its data seed;
+    a member gets exactly that stream, swapped in around its draws. A stack of one keeps
+    using the global generator itself (nothing to swap).
+    """
+
+    def __init__(self, data_seeds: Sequence[int]):
+        self.seeds = list(data_seeds)
+        self.states: list[torch.Tensor] | None = None
+        if len(self.seeds) > 1:
+            self.states = [torch.Generator().manual_seed(s).get_state() for s in self.seeds]
+        self.cuda_states: list[torch.Tensor] | None = None
+
+    @contextmanager
+    def member(self, index: int, device: torch.device):
+        """Draws inside come from member `index`'s stream."""
+        if self.states is None:
+            yield
+            return
+        cuda = device.type == "cuda"
+        if cuda and self.cuda_states is None:
+            self.cuda_states = [_cuda_seed_state(seed, device) for seed in self.seeds]
+        torch.set_rng_state(self.states[index])
+        if cuda:
+            torch.cuda.set_rng_state(self.cuda_states[index], device)
+        try:
+            yield
+        finally:
+            self.states[index] = torch.get_rng_state()
+            if cuda:
+                self.cuda_states[index] = torch.cuda.get_rng_state(device)
+
+    def state_dict(self) -> dict:
+        """Every stream's position (for checkpoints); the global one for a stack of one."""
+        states = self.states if self.states is not None else [torch.get_rng_state()]
+        cuda = self.cuda_states
+        if cuda is None and self.states is None and torch.cuda.is_available():
+            cuda = [torch.cuda.get_rng_state()]
+        return {"cpu": [s.clone() for s in states], "cuda": cuda}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue every stream where the checkpoint left it."""
+        cpu, cuda = state["cpu"], state.get("cuda")
+        if self.states is None:
+            # a copy: set_rng_state on a view with a storage offset crashes the process
+            torch.set_rng_state(cpu[0].clone())
+            if cuda and torch.cuda.is_available():
+                torch.cuda.set_rng_state(cuda[0].clone())
+            return
+        self.states = [s.clone() for s in cpu]
+        self.cuda_states = [s.clone() for s in cuda] if cuda else None
+
+
+def _cuda_seed_state(seed: int, device: torch.device) -> torch.Tensor:
+    """The CUDA generator state right after seeding it with `seed` (as seed_everything does)."""
+    saved = torch.cuda.get_rng_state(device)
+    torch.cuda.manual_seed(seed)
+    state = torch.cuda.get_rng_state(device)
+    torch.cuda.set_rng_state(saved, device)
+    return state
+
+
+Layer = Callable[[torch.Tensor, bool], torch.Tensor]  # (activations, shared input) -> next
+
+
+class MemberStack(nn.Module):
+    """M networks of one structure; `forward` maps `[M, B, ...]` inputs (or one shared
+    `[B, ...]` batch) to `[M, B, classes]` logits."""
+
+    def __init__(self, members: Sequence[nn.Module], randomness: MemberRandomness | None = None):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.randomness = randomness or MemberRandomness([0] * len(members))
+        # plain Python objects, so the members are not registered twice
+        self._plan: list[Layer] = _plan(self) if len(members) > 1 else []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits of every member: x is `[M, B, ...]`, or `[B, ...]` for all when `shared`."""
+        if len(self.members) == 1:
+            return self.members[0](x if shared else x[0]).unsqueeze(0)
+        for layer in self._plan:
+            x = layer(x, shared)
+            shared = False  # only the first layer sees the shared input
+        return x
+
+
+def _plan(stack: MemberStack) -> list[Layer]:
+    """One batched function per child of the members' nn.Sequential, in order."""
+    members = list(stack.members)
+    count, first = len(members), members[0]
+    if not all(isinstance(m, nn.Sequential) for m in members):
+        raise NotStackable("only normlab's own mlp and cnn networks can be stacked")
+    names = [name for name, _ in first.named_children()]
+    for member in members[1:]:
+        if [name for name, _ in member.named_children()] != names:
+            raise NotStackable("members differ in their layers (model shape is a stack key)")
+    maps = not isinstance(getattr(first, names[0]), nn.Flatten)  # CNN: channel-stacked maps
+
+    def features_input(x: torch.Tensor, shared: bool) -> torch.Tensor:
+        # the MLP's flatten; a shared evaluation batch is broadcast without a copy
+        return x.flatten(1).expand(count, -1, -1) if shared else x.flatten(2)
+
+    def maps_input(x: torch.Tensor, shared: bool) -> torch.Tensor:
+        if shared:
+            return x.repeat(1, count, 1, 1)
+        batch, channels = x.shape[1], x.shape[2]
+        return x.transpose(0, 1).reshape(batch, count * channels, *x.shape[3:])
+
+    def maps_to_features(x: torch.Tensor, shared: bool) -> torch.Tensor:
+        return x.reshape(x.shape[0], count, -1).transpose(0, 1)
+
+    plan: list[Layer] = [maps_input if maps else features_input]
+    for name in names:
+        layers = [getattr(member, name) for member in members]
+        if isinstance(layers[0], nn.Flatten):
+            if maps:  # the CNN's flatten before its head
+                plan.append(maps_to_features)
+                maps = False
+        elif isinstance(layers[0], HiddenBlock):
+            plan.append(_hidden_block(stack, layers, maps))
+        elif type(layers[0]) is nn.Linear and not maps:
+            plan.append(_linear(layers))
+        elif isinstance(layers[0], nn.modules.batchnorm._BatchNorm):
+            norm = _norm_runs(layers, maps)
+            plan.append(lambda x, shared, norm=norm: norm(x))
+        else:
+            raise NotStackable(f"layer {name} ({type(layers[0]).__name__}) has no stacked form")
+    return plan
+
+
+def _linear(layers: Sequence[nn.Linear]) -> Layer:
+    """`[M, B, in] -> [M, B, out]` in one baddbmm; dropconnect masks from each member's stream."""
+    return lambda x, shared: _batched_linear(layers, x, None)
+
+
+def _batched_linear(layers, x: torch.Tensor, randomness: MemberRandomness | None) -> torch.Tensor:
+    weights = []
+    for index, layer in enumerate(layers):
+        weight = layer.weight
+        if isinstance(layer, DropConnectLinear) and layer.training and layer.p > 0:
+            with randomness.member(index, weight.device):  # the draw DropConnectLinear makes
+                keep = torch.rand_like(weight) >= layer.p
+            weight = weight * keep / (1 - layer.p)
+        weights.append(weight)
+    stacked = torch.stack(weights).transpose(1, 2)
+    if all(layer.bias is None for layer in layers):
+        return torch.bmm(x, stacked)
+    biases = [
+        layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
+        for layer in layers
+    ]
+    return torch.baddbmm(torch.stack(biases).unsqueeze(1), x, stacked)
+
+
+def _batched_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor) -> torch.Tensor:
+    """Channel-stacked maps through every member's conv: one grouped convolution."""
+    conv = layers[0]
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = None
+    if any(layer.bias is not None for layer in layers):
+        bias = torch.cat(
+            [
+                layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_channels)
+                for layer in layers
+            ]
+        )
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, len(layers))
+
+
+def _kind(module: nn.Module) -> tuple:
+    """What must agree for members to share one batched norm or activation call."""
+    settings = {
+        key: value
+        for key, value in vars(module).items()
+        if not key.startswith("_") and key != "training"
+    }
+    return type(module), tuple(sorted((k, repr(v)) for k, v in settings.items()))
+
+
+def _runs_by(kinds: Sequence[tuple]) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of members of one kind."""
+    runs, start = [], 0
+    for index in range(1, len(kinds) + 1):
+        if index == len(kinds) or kinds[index] != kinds[start]:
+            runs.append((start, index))
+            start = index
+    return runs
+
+
+def _norm_runs(norms: Sequence[nn.Module], maps: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Every member's norm: one call per run of members of one kind."""
+    parts = [
+        (start, end, _stacked_norm(norms[start:end], maps))
+        for start, end in _runs_by([_kind(n) for n in norms])
+    ]
+    return _per_run(parts, maps, len(norms))
+
+
+def _per_run(parts, maps: bool, count: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    if len(parts) == 1:
+        return parts[0][2]
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        if maps:
+            width = x.shape[1] // count
+            return torch.cat([f(x[:, s * width : e * width]) for s, e, f in parts], dim=1)
+        return torch.cat([f(x[s:e]) for s, e, f in parts])
+
+    return apply
+
+
+def _stacked_norm(norms: Sequence[nn.Module], maps: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One run of same-kind norms over members-first features or channel-stacked maps."""
+    first = norms[0]
+    if isinstance(first, nn.Identity):
+        return lambda x: x
+    plain_bn = isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(
+        first, (GhostBatchNorm1d, GhostBatchNorm2d)
+    )
+    if plain_bn and type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        return _StackedBatchNorm(norms, maps)
+    if isinstance(first, nn.GroupNorm):
+        return lambda x: _group_norm(norms, x, maps)
+    if isinstance(first, nn.LayerNorm) and not maps:
+        return lambda x: _layer_norm(norms, x)
+    return lambda x: _each_member(norms, x, maps)  # e.g. ghost batch norm: exact, slower
+
+
+def _each_member(modules: Sequence[nn.Module], x: torch.Tensor, maps: bool) -> torch.Tensor:
+    if maps:
+        return torch.cat(
+            [m(part) for m, part in zip(modules, x.chunk(len(modules), 1), strict=True)], 1
+        )
+    return torch.stack([m(part) for m, part in zip(modules, x, strict=True)])
+
+
+def _affine(norms, x: torch.Tensor, maps: bool) -> torch.Tensor:
+    weights = [getattr(n, "weight", None) for n in norms]
+    if weights[0] is None:
+        return x
+    weight, bias = torch.stack(weights), torch.stack([n.bias for n in norms])
+    return x * weight.unsqueeze(1) + bias.unsqueeze(1)
+
+
+def _layer_norm(norms: Sequence[nn.LayerNorm], x: torch.Tensor) -> torch.Tensor:
+    first = norms[0]
+    out = F.layer_norm(x, first.normalized_shape, None, None, first.eps)
+    return _affine(norms, out, maps=False)
+
+
+def _group_norm(norms: Sequence[nn.GroupNorm], x: torch.Tensor, maps: bool) -> torch.Tensor:
+    first, count = norms[0], len(norms)
+    if maps:  # [B, M*C, H, W]: M*G groups are exactly each member's G groups
+        weight = torch.cat([n.weight for n in norms]) if first.affine else None
+        bias = torch.cat([n.bias for n in norms]) if first.affine else None
+        return F.group_norm(x, count * first.num_groups, weight, bias, first.eps)
+    members, batch, features = x.shape
+    out = F.group_norm(
+        x.reshape(members * batch, features), first.num_groups, None, None, first.eps
+    )
+    return _affine(norms, out.reshape(members, batch, features), maps=False)
+
+
+class _StackedBatchNorm:
+    """Batch norm of several members in one call: member m's feature f is column m*F + f, so
+    the statistics are exactly each member's own. The members' running statistics are views
+    of one stacked buffer, so the call updates them in place."""
+
+    def __init__(self, norms: Sequence[nn.modules.batchnorm._BatchNorm], maps: bool):
+        self.norms, self.maps = list(norms), maps
+        self.first = norms[0]
+        self.mean = self.var = self.tracked = None
+
+    def _stacked_buffers(self) -> None:
+        # re-made whenever the members' buffers were replaced (module.to(device), a load)
+        norms = self.norms
+        if self.mean is not None and norms[0].running_mean.data_ptr() == self.mean.data_ptr():
+            return
+        self.mean = torch.cat([n.running_mean for n in norms])
+        self.var = torch.cat([n.running_var for n in norms])
+        self.tracked = torch.stack([n.num_batches_tracked for n in norms])
+        width = norms[0].num_features
+        for index, norm in enumerate(norms):
+            norm.running_mean = self.mean[index * width : (index + 1) * width]
+            norm.running_var = self.var[index * width : (index + 1) * width]
+            norm.num_batches_tracked = self.tracked[index]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first
+        training = first.training
+        if first.track_running_stats:
+            self._stacked_buffers()
+        if training and first.track_running_stats:
+            self.tracked.add_(1)
+        weight = torch.cat([n.weight for n in self.norms]) if first.affine else None
+        bias = torch.cat([n.bias for n in self.norms]) if first.affine else None
+        use_batch = training or not first.track_running_stats
+        if self.maps:
+            return F.batch_norm(
+                x, self.mean, self.var, weight, bias, use_batch, first.momentum, first.eps
+            )
+        members, batch, features = x.shape
+        columns = x.transpose(0, 1).reshape(batch, members * features)
+        out = F.batch_norm(
+            columns, self.mean, self.var, weight, bias, use_batch, first.momentum, first.eps
+        )
+        return out.reshape(batch, members, features).transpose(0, 1)
+
+
+def _hidden_block(stack: MemberStack, blocks: Sequence[HiddenBlock], maps: bool) -> Layer:
+    """transform (batched) -> norm and activation per run of one kind -> pool -> dropout."""
+    transforms = [block.transform for block in blocks]
+    conv = isinstance(transforms[0], nn.Conv2d)
+    if conv != maps or not all(
+        type(t) in (nn.Linear, DropConnectLinear, nn.Conv2d) for t in transforms
+    ):
+        raise NotStackable("hidden blocks must be linear (mlp) or conv (cnn) in every member")
+    count = len(blocks)
+    runs = []
+    for start, end in _runs_by([_block_kind(b) for b in blocks]):
+        part = blocks[start:end]
+        norm = _stacked_norm([b.norm for b in part], maps)
+        runs.append((start, end, _norm_and_act(norm, part[0].act, part[0].norm_before_act)))
+    norm_and_act = _per_run(runs, maps, count)
+    pool = blocks[0].pool
+    dropouts = [b.dropout for b in blocks]
+    randomness = stack.randomness
+
+    def block(x: torch.Tensor, shared: bool) -> torch.Tensor:
+        x = _batched_conv(transforms, x) if conv else _batched_linear(transforms, x, randomness)
+        x = pool(norm_and_act(x))
+        return _dropout(dropouts, x, maps, randomness)
+
+    return block
+
+
+def _block_kind(block: HiddenBlock) -> tuple:
+    """A hidden block's norm, activation and placement: what one batched call needs shared."""
+    return _kind(block.norm), _kind(block.act), block.norm_before_act
+
+
+def _norm_and_act(norm, act: nn.Module, norm_first: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    if norm_first:
+        return lambda x: act(norm(x))
+    return lambda x: norm(act(x))
+
+
+def _dropout(dropouts, x: torch.Tensor, maps: bool, randomness: MemberRandomness) -> torch.Tensor:
+    """Each member's dropout, drawn from its own stream exactly as its solo run's nn.Dropout."""
+    active = [
+        index
+        for index, d in enumerate(dropouts)
+        if isinstance(d, nn.Dropout) and d.training and d.p > 0
+    ]
+    if not active:
+        return x
+    parts = list(x.chunk(len(dropouts), 1) if maps else x.unbind(0))
+    for index in active:
+        with randomness.member(index, x.device):
+            parts[index] = F.dropout(parts[index], dropouts[index].p, True)
+    return torch.cat(parts, 1) if maps else torch.stack(parts)

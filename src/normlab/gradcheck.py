@@ -18,7 +18,6 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -101,20 +100,16 @@ def check_gradients(
 
 def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     """Build the configured network in float64 and check every parameter tensor."""
-    import pytorch_lightning as pl
-
     from normlab.data.datamodule import ResidentDataModule
-    from normlab.models.build import build_model
-    from normlab.models.initialization import initialize
+    from normlab.models.build import seeded_network
 
     validate(cfg)
     torch.set_num_threads(cfg.threads or 1)  # tiny batches: extra threads only add contention
     seeds = run_seeds(cfg)
     datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
     datamodule.setup()
-    pl.seed_everything(seeds.init, verbose=False)  # the same initial weights as training
-    network = build_model(cfg, datamodule.input_shape, datamodule.num_classes)
-    initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    # the same initial weights as training, by construction
+    network = seeded_network(cfg, datamodule.input_shape, datamodule.num_classes, seeds.init)
     network.double()
     deterministic_training_mode(network)
     x, y = datamodule.tensors["train"]

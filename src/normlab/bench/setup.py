@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from normlab.data.datamodule import ResidentDataModule
-from normlab.models.build import build_model
-from normlab.models.initialization import initialize
+from normlab.models.build import seeded_network
 from normlab.utils.seeding import RunSeeds, run_seeds
 from normlab.utils.threads import apply_thread_policy
 
@@ -23,9 +20,7 @@ def data_and_network(cfg: DictConfig) -> tuple[ResidentDataModule, nn.Module, Ru
     seeds = run_seeds(cfg)
     data = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), seeds.data)
     data.setup()
-    pl.seed_everything(seeds.init, verbose=False)
-    network = build_model(cfg, data.input_shape, data.num_classes)
-    initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    network = seeded_network(cfg, data.input_shape, data.num_classes, seeds.init)
     return data, network, seeds
 
 

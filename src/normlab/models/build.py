@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import pytorch_lightning as pl
+from hydra.utils import instantiate
 from torch import nn
 
 from normlab.config.errors import ConfigError
@@ -11,6 +13,7 @@ from normlab.config.schema import ModelName
 from normlab.models.activations import activation_from_config
 from normlab.models.blocks import HiddenBlock
 from normlab.models.dropconnect import DropConnectLinear
+from normlab.models.initialization import initialize
 from normlab.models.norms import linear_needs_bias, norm_from_config
 
 
@@ -97,6 +100,17 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     if ModelName(cfg.model.name) is ModelName.cnn:
         return build_cnn(cfg, input_shape, num_classes)
     return build_mlp(cfg, input_shape, num_classes)
+
+
+def seeded_network(
+    cfg, input_shape: tuple[int, ...], num_classes: int, init_seed: int
+) -> nn.Module:
+    """The network of `cfg` with its initial weights drawn from `init_seed`: the one start
+    that training, a stack's members, gradcheck and the bench share."""
+    pl.seed_everything(init_seed, verbose=False)
+    network = build_model(cfg, input_shape, num_classes)
+    initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    return network
 
 
 def hidden_blocks(model: nn.Module) -> dict[str, HiddenBlock]:

@@ -13,8 +13,9 @@ from normlab.pipeline import train
 
 def scheduler_steps(run_dir) -> int:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    [state] = checkpoint["lr_schedulers"]
-    return state["last_epoch"]
+    [state] = checkpoint["lr_schedulers"]  # normlab.lit.schedules.MemberSchedules
+    [member] = state["members"]
+    return member["last_epoch"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -25,9 +24,10 @@ from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
 from normlab.lit.module import Diverged
 from normlab.lit.step_plan import StepPlan
-from normlab.models.build import build_model
-from normlab.models.initialization import initialize
+from normlab.models.build import seeded_network
 from normlab.paths import REPO_DIR
+from normlab.stack.loggers import MemberLoggers, member_metrics
+from normlab.stack.network import MemberRandomness, MemberStack
 from normlab.utils.distributed import (
     batch_layout,
     distributed_kwargs,
@@ -78,47 +78,86 @@ def train(
 
     `extra_callbacks` join the configured ones (the benchmark's loop timer uses this).
     """
+    return train_members([cfg], [run_dir], run_dir, extra_callbacks)[0]
+
+
+def train_members(
+    cfgs: Sequence[DictConfig],
+    run_dirs: Sequence[Path],
+    stack_dir: Path,
+    extra_callbacks: Sequence[pl.Callback] = (),
+) -> list[dict[str, Any]]:
+    """Train and test the configurations `cfgs` together as one stack (normlab.stack; one
+    config: a solo run), each writing its own run folder; return each member's result.json.
+
+    The members share what the stack key says they share (data, model shape, batch size,
+    steps, trainer: the first config's); the stack's checkpoint lives in `stack_dir`.
+    """
     started = time.time()
-    validate(cfg)
+    for cfg in cfgs:
+        validate(cfg)
     _quiet_lightning()
-    rank_zero = is_global_zero(cfg.trainer)  # the other ranks of a multi-device run write nothing
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    if rank_zero:
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    seeds = run_seeds(cfg)
-    threads = apply_thread_policy(cfg.threads or threads_per_rank(cfg.trainer))
-    if rank_zero:
-        write_provenance(
-            run_dir, REPO_DIR, threads, {"seed": cfg.seed, "init": seeds.init, "data": seeds.data}
-        )
+    lead, stacked = cfgs[0], len(cfgs) > 1
+    rank_zero = is_global_zero(lead.trainer)  # the other ranks of a multi-device run write nothing
+    resolved = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in cfgs]
+    seeds = [run_seeds(cfg) for cfg in cfgs]
+    threads = apply_thread_policy(lead.threads or threads_per_rank(lead.trainer))
+    for member, (cfg, run_dir, seed) in enumerate(zip(cfgs, run_dirs, seeds, strict=True)):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if rank_zero:
+            write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            stack = (
+                {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
+            )
+            write_provenance(
+                run_dir,
+                REPO_DIR,
+                threads,
+                {"seed": cfg.seed, "init": seed.init, "data": seed.data},
+                stack,
+            )
 
     datamodule = ResidentDataModule(
-        cfg.data, Path(cfg.paths.data_dir), seeds.data, plan=StepPlan.from_config(cfg)
+        lead.data,
+        Path(lead.paths.data_dir),
+        [seed.data for seed in seeds],
+        plan=StepPlan.from_config(lead),
     )
     datamodule.setup()
-    pl.seed_everything(seeds.init, verbose=False)
-    network = build_model(cfg, datamodule.input_shape, datamodule.num_classes)
-    initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
-    if cfg.compile:
+    shape, classes = datamodule.input_shape, datamodule.num_classes
+    networks = [
+        seeded_network(cfg, shape, classes, seed.init)
+        for cfg, seed in zip(cfgs, seeds, strict=True)
+    ]
+    if lead.compile:
         # the wrapper shares the parameters; instruments reach the eager network as `_orig_mod`
-        network = torch.compile(network)
-    module = build_module(cfg, network, datamodule.num_classes, datamodule.input_shape, resolved)
+        networks = [torch.compile(network) for network in networks]
+    model = MemberStack(networks, MemberRandomness([seed.data for seed in seeds]))
+    module = build_module(cfgs, model, classes, shape, resolved if stacked else resolved[0])
     # dropout and augmentation draws come from the data seed, independent of the init seed
-    pl.seed_everything(seeds.data, verbose=False)
+    # (a stack's members draw from their own streams: normlab.stack.network.MemberRandomness)
+    pl.seed_everything(seeds[0].data, verbose=False)
 
-    checkpoint = last_checkpoint(run_dir)
+    checkpoint = last_checkpoint(stack_dir)
     resume_from = checkpoint if checkpoint.is_file() else None
     resumed_at = checkpoint_step(checkpoint) if resume_from else None
-    earlier_metrics = set_aside_metrics(run_dir, resumed_at) if resume_from and rank_zero else None
-    loggers = build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), resolved)
+    earlier_metrics = (
+        [set_aside_metrics(run_dir, resumed_at) for run_dir in run_dirs]
+        if resume_from and rank_zero
+        else None
+    )
+    member_loggers = [
+        build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), config)
+        for cfg, run_dir, config in zip(cfgs, run_dirs, resolved, strict=True)
+    ]
+    loggers = [MemberLoggers(member_loggers)] if stacked else member_loggers[0]
     trainer = pl.Trainer(
-        **trainer_kwargs(cfg),
+        **trainer_kwargs(lead),
         logger=loggers or False,
-        callbacks=[*build_callbacks(cfg, run_dir), *extra_callbacks],
+        callbacks=[*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks],
         # without this, callbacks.checkpoint=false still got Lightning's default checkpoint
-        enable_checkpointing=cfg.callbacks.checkpoint,
-        default_root_dir=str(run_dir),
+        enable_checkpointing=lead.callbacks.checkpoint,
+        default_root_dir=str(stack_dir),
     )
     status, tested, problem = "completed", {}, {}
     try:
@@ -126,7 +165,7 @@ def train(
             log.info("resuming from %s", resume_from)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    except Diverged as exc:
+    except Diverged as exc:  # a solo run (a stack's diverged members: module.diverged)
         status, problem = "diverged", {"error": str(exc), "diverged_at_step": exc.step}
         log.error("diverged: %s", exc)
     except SIGTERMException:
@@ -136,23 +175,34 @@ def train(
         )
         log.warning("preempted at step %d; checkpoint saved to %s", trainer.global_step, checkpoint)
     finally:
-        finish_wandb(loggers, exit_code=0 if status == "completed" else 1)
+        for own in member_loggers:
+            finish_wandb(own, exit_code=0 if status == "completed" else 1)
         if earlier_metrics is not None:
-            merge_metrics(run_dir / "metrics.csv", earlier_metrics)
+            for run_dir, rows in zip(run_dirs, earlier_metrics, strict=True):
+                merge_metrics(run_dir / "metrics.csv", rows)
         finish_distributed(trainer)
-    result = {
-        "status": status,
-        **problem,
-        **{key: float(value) for key, value in tested.items()},
-        "val/acc_best": module.best_val_acc(),
-        "steps": trainer.global_step,
-        "resumed_from_step": resumed_at,
-        "wall_time_s": round(time.time() - started, 2),
-        "seed": cfg.seed,
-        "data": datamodule.dataset_name,
-        "run_dir": str(run_dir),
-        **batch_layout(trainer, cfg),
-    }
-    if rank_zero:
-        write_json_atomic(run_dir / "result.json", result)
-    return result
+    results = []
+    for member, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+        outcome, details, steps = status, problem, trainer.global_step
+        own_tests = member_metrics(tested, member, len(cfgs))
+        if member in module.diverged:
+            step, loss = module.diverged[member]
+            outcome, own_tests, steps = "diverged", {}, step + 1
+            details = {"error": f"training loss {loss} at step {step}", "diverged_at_step": step}
+        result = {
+            "status": outcome,
+            **details,
+            **{key: float(value) for key, value in own_tests.items()},
+            "val/acc_best": module.best_val_acc(member),
+            "steps": steps,
+            "resumed_from_step": resumed_at,
+            "wall_time_s": round(time.time() - started, 2),
+            "seed": cfg.seed,
+            "data": datamodule.dataset_name,
+            "run_dir": str(run_dir),
+            **batch_layout(trainer, cfg),
+        }
+        if rank_zero:
+            write_json_atomic(run_dir / "result.json", result)
+        results.append(result)
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
@@ -15,8 +16,11 @@ def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation), early stopping and instruments when asked."""
+def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:
+    """Checkpoint (last.ckpt at every validation), early stopping and instruments when asked.
+
+    `members`: the configs of a stack's members (default: `cfg` alone); the instruments read
+    each member's activation."""
     callbacks: list[Callback] = []
     if cfg.callbacks.checkpoint:
         callbacks.append(
@@ -40,5 +44,6 @@ def build_callbacks(cfg, run_dir: Path) -> list[Callback]:
             )
         )
     if cfg.callbacks.instruments is not None:
-        callbacks.append(Instruments(cfg.callbacks.instruments, cfg.activation.name))
+        activations = [member.activation.name for member in members or [cfg]]
+        callbacks.append(Instruments(cfg.callbacks.instruments, activations))
     return callbacks

@@ -10,6 +10,7 @@ pass, and nothing is synchronized with the host at other steps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import islice
 from typing import Any
 
@@ -27,29 +28,32 @@ from normlab.config.schema import ActivationName
 from normlab.models.build import hidden_blocks
 
 
-def network(pl_module: pl.LightningModule) -> nn.Module:
-    """The module's network; the original one when it was wrapped by torch.compile."""
-    return getattr(pl_module.model, "_orig_mod", pl_module.model)
+def member_networks(pl_module: pl.LightningModule) -> list[nn.Module]:
+    """Each member's network (one for a solo run); the original one when torch.compile
+    wrapped it."""
+    return [getattr(member, "_orig_mod", member) for member in pl_module.model.members]
 
 
 class Instruments(Callback):
-    """Activation, gradient and batch-norm statistics every N steps (README: "Instruments")."""
+    """Activation, gradient and batch-norm statistics every N steps (README: "Instruments"),
+    for every member of a stack on its own network, logged under its own names."""
 
-    def __init__(self, cfg: Any, activation: str | ActivationName):
+    def __init__(self, cfg: Any, activation: str | ActivationName | Sequence[str | ActivationName]):
         self.every_n_steps, self.probe_size = cfg.every_n_steps, cfg.probe_size
         self.typical_unit, self.margin = cfg.typical_unit, cfg.saturation_margin
         self.histograms, self.shift = cfg.histograms, cfg.shift
-        self.activation = ActivationName(activation).value
+        names = [activation] if isinstance(activation, (str, ActivationName)) else activation
+        self.activations = [ActivationName(name).value for name in names]
         self.probe: torch.Tensor | None = None
         self._step: int | None = None  # the step being recorded, from batch start to batch end
         self._metrics: dict[str, torch.Tensor] = {}
         self._hist: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._before: dict[str, torch.Tensor] = {}
+        self._before: list[dict[str, torch.Tensor]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.datamodule is None:
             raise ConfigError("callbacks.instruments needs a datamodule for its probe batch")
-        blocks = hidden_blocks(network(pl_module)).values()
+        blocks = [b for n in member_networks(pl_module) for b in hidden_blocks(n).values()]
         narrowest = min((block.transform.weight.shape[0] for block in blocks), default=None)
         if narrowest is not None and self.typical_unit >= narrowest:
             raise ConfigError(
@@ -67,18 +71,20 @@ class Instruments(Callback):
         if step % self.every_n_steps or self._step == step or not trainer.is_global_zero:
             return
         self._step = step
-        self._record_probe(
-            network(pl_module), histograms=self.histograms and _wandb(trainer) is not None
-        )
+        histograms = self.histograms and _wandb(trainer) is not None
+        for member, model in enumerate(member_networks(pl_module)):
+            self._record_probe(pl_module, member, model, histograms=histograms)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self._step != trainer.global_step:
             return
-        weights = layer_weights(network(pl_module))
-        self._metrics.update(gradient_metrics(weights))
-        self._before = snapshot(weights)
+        self._before = []
+        for member, model in enumerate(member_networks(pl_module)):
+            weights = layer_weights(model)
+            self._metrics.update(_named(pl_module, member, gradient_metrics(weights)))
+            self._before.append(snapshot(weights))
 
     def on_train_batch_end(
         self,
@@ -90,10 +96,13 @@ class Instruments(Callback):
     ) -> None:
         if self._step is None or trainer.global_step == self._step:  # no optimizer step yet
             return
-        if self._before:
-            self._metrics.update(update_ratios(layer_weights(network(pl_module)), self._before))
+        for member, (model, before) in enumerate(
+            zip(member_networks(pl_module), self._before, strict=False)
+        ):
+            ratios = update_ratios(layer_weights(model), before)
+            self._metrics.update(_named(pl_module, member, ratios))
         self._log(trainer, self._step)
-        self._step, self._metrics, self._hist, self._before = None, {}, {}, {}
+        self._step, self._metrics, self._hist, self._before = None, {}, {}, []
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loader = trainer.test_dataloaders
@@ -101,21 +110,29 @@ class Instruments(Callback):
         limit = trainer.num_test_batches[0]
         batches = list(islice(loader, int(limit) if limit != float("inf") else None))
         if batches:
-            pl_module.log_dict(test_time_metrics(network(pl_module), batches, self.shift))
+            for member, model in enumerate(member_networks(pl_module)):
+                metrics = test_time_metrics(model, batches, self.shift)
+                pl_module.log_dict(_named(pl_module, member, metrics))
 
-    def _record_probe(self, model: nn.Module, *, histograms: bool) -> None:
+    def _record_probe(
+        self, pl_module: pl.LightningModule, member: int, model: nn.Module, *, histograms: bool
+    ) -> None:
         metrics, preactivations = probe_metrics(
             model,
             self.probe,
-            activation=self.activation,
+            activation=self.activations[member],
             typical_unit=self.typical_unit,
             margin=self.margin,
         )
-        self._metrics.update(metrics)
+        self._metrics.update(_named(pl_module, member, metrics))
         if histograms:
-            self._hist = {
-                f"act/{name}/hist": histogram(values) for name, values in preactivations.items()
-            }
+            self._hist.update(
+                _named(
+                    pl_module,
+                    member,
+                    {f"act/{name}/hist": histogram(v) for name, v in preactivations.items()},
+                )
+            )
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
         """One host sync for all scalars; CSV gets scalars, W&B also the histograms."""
@@ -128,6 +145,11 @@ class Instruments(Callback):
                 logger.log_metrics({**scalars, **_wandb_histograms(self._hist)}, step=step)
             else:
                 logger.log_metrics(scalars, step=step)
+
+
+def _named(pl_module: pl.LightningModule, member: int, metrics: dict) -> dict:
+    """`metrics` under member `member`'s logged names (ClassifierModule.member_key)."""
+    return {pl_module.member_key(member, name): value for name, value in metrics.items()}
 
 
 def _wandb(trainer: pl.Trainer) -> WandbLogger | None:

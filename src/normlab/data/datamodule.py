@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +59,18 @@ def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
 
 
 class ResidentDataModule(pl.LightningDataModule):
-    """Train / val / test tensors held in memory, moved once to the training device."""
+    """Train / val / test tensors held in memory, moved once to the training device.
 
-    def __init__(self, cfg, data_dir: Path, order_seed: int, plan: ChunkPlan | None = None):
+    `order_seed`: the training batch order's seed; several seeds (a stack's members) give
+    each member its own order over the same data (normlab.stack.batches.MemberBatches).
+    """
+
+    def __init__(
+        self, cfg, data_dir: Path, order_seed: int | Sequence[int], plan: ChunkPlan | None = None
+    ):
         super().__init__()
-        self.cfg, self.data_dir, self.order_seed = cfg, Path(data_dir), order_seed
+        self.cfg, self.data_dir = cfg, Path(data_dir)
+        self.order_seeds = [order_seed] if isinstance(order_seed, int) else list(order_seed)
         self.plan = plan  # training batches grouped in StepChunks (normlab.lit.step_plan)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_classes = 0
@@ -126,7 +134,7 @@ class ResidentDataModule(pl.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def train_dataloader(self) -> ResidentBatches:
+    def train_dataloader(self):
         x, y = self._on_device("train")
         rank, world = self._rank_and_world()
         if len(y) < self.cfg.batch_size:
@@ -140,18 +148,26 @@ class ResidentDataModule(pl.LightningDataModule):
                 f"evenly over {world} ranks; use a multiple of {world}"
             )
         trainer = self.trainer
-        return ResidentBatches(
-            x,
-            y,
-            self.cfg.batch_size,
-            shuffle=True,
-            drop_last=True,
-            seed=self.order_seed,
-            rank=rank,
-            world_size=world,
-            steps_done=(lambda: trainer.global_step) if trainer else None,
-            plan=self.plan,
-        )
+        loaders = [
+            ResidentBatches(
+                x,
+                y,
+                self.cfg.batch_size,
+                shuffle=True,
+                drop_last=True,
+                seed=seed,
+                rank=rank,
+                world_size=world,
+                steps_done=(lambda: trainer.global_step) if trainer else None,
+                plan=self.plan,
+            )
+            for seed in self.order_seeds
+        ]
+        if len(loaders) == 1:
+            return loaders[0]
+        from normlab.stack.batches import MemberBatches
+
+        return MemberBatches(loaders)
 
     def val_dataloader(self) -> ResidentBatches:
         x, y = self._on_device("val")

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.utils import instantiate
-from torch import nn
 
 from normlab.config.errors import ConfigError
 from normlab.lit.augment import RandomShiftFlip
-from normlab.lit.module import ClassifierModule
+from normlab.lit.module import ClassifierModule, MemberTraining
 from normlab.lit.regularizers import WeightPenalty
+from normlab.stack.network import MemberStack
 
 
-def build_module(
-    cfg, network: nn.Module, num_classes: int, input_shape: tuple[int, ...], config: dict[str, Any]
-) -> ClassifierModule:
-    """Wrap `network` with its loss, penalties, optimizer and schedule."""
+def member_training(cfg, input_shape: tuple[int, ...]) -> MemberTraining:
+    """How the cell of `cfg` trains its network: optimizer, schedule, loss and regularizers."""
     reg = cfg.regularizer
     augment = None
     if reg.get("augment") is not None:
         if len(input_shape) != 3:
             raise ConfigError(
-                f"regularizer=augment needs image data; data={cfg.data.name} "
+                f"regularizer=augment needs image data; data={cfg.data.name.value} "
                 f"gives inputs of shape {input_shape}"
             )
         augment = RandomShiftFlip(reg.augment.max_shift, reg.augment.hflip)
     schedule = cfg.scheduler.schedule
-    return ClassifierModule(
-        network,
-        instantiate(cfg.optimizer),
-        num_classes,
+    decay = reg.get("weight_decay")
+    return MemberTraining(
+        optimizer_factory=instantiate(cfg.optimizer),
         schedule_factory=instantiate(schedule) if schedule is not None else None,
         schedule_interval=cfg.scheduler.interval.value,
         schedule_frequency=cfg.scheduler.frequency,
@@ -39,13 +37,27 @@ def build_module(
             l2=reg.l2.strength if reg.get("l2") else 0.0,
             l1=reg.l1.strength if reg.get("l1") else 0.0,
         ),
-        weight_decay=reg.weight_decay.value if reg.get("weight_decay") else 0.0,
-        decay_norm_and_bias=bool(reg.weight_decay.decay_norm_and_bias)
-        if reg.get("weight_decay")
-        else False,
+        weight_decay=decay.value if decay else 0.0,
+        decay_norm_and_bias=bool(decay.decay_norm_and_bias) if decay else False,
         augment=augment,
         grad_clip=(reg.grad_clip.value, reg.grad_clip.algorithm.value)
         if reg.get("grad_clip")
         else None,
+    )
+
+
+def build_module(
+    cfgs: Sequence,
+    model: MemberStack,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    config: dict[str, Any] | list[dict[str, Any]],
+) -> ClassifierModule:
+    """Wrap `model` (one network per config of `cfgs`) with each member's loss, penalties,
+    optimizer settings and schedule."""
+    return ClassifierModule(
+        model,
+        [member_training(cfg, input_shape) for cfg in cfgs],
+        num_classes,
         config=config,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 import subprocess
@@ -26,6 +27,7 @@ PACKAGES = (
 )
 
 
+@functools.lru_cache(maxsize=16)  # a stack writes one record per member: ask git once
 def _git(repo: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
@@ -54,8 +56,15 @@ def device_description() -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
-def write_provenance(run_dir: Path, repo_dir: Path, threads: int, seeds: dict[str, int]) -> dict:
-    """Write provenance.json (and git_diff.patch when the tree is dirty); return the record."""
+def write_provenance(
+    run_dir: Path,
+    repo_dir: Path,
+    threads: int,
+    seeds: dict[str, int],
+    stack: dict | None = None,
+) -> dict:
+    """Write provenance.json (and git_diff.patch when the tree is dirty); return the record.
+    `stack`: the stack a member trained in (its folder, size, this member's index)."""
     commit = _git(repo_dir, "rev-parse", "HEAD")
     status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
     dirty = bool(status and status.strip())
@@ -72,6 +81,7 @@ def write_provenance(run_dir: Path, repo_dir: Path, threads: int, seeds: dict[st
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": seeds,
+        **({"stack": stack} if stack is not None else {}),
     }
     write_json_atomic(run_dir / "provenance.json", record)
     return record

@@ -22,7 +22,7 @@ from normlab.analysis.plan import SweepPlan, override_key, override_value
 
 COMPLETED = "completed"
 CELL_FILES = ("config.yaml", "result.json", "metrics.csv", ".hydra")
-NOT_CELLS = frozenset({"report", "wandb", ".hydra"})  # report output, W&B of the report
+NOT_CELLS = frozenset({"report", "wandb", ".hydra", "stacks"})  # report, its W&B, stack checkpoints
 
 
 class BrokenFile(Exception):

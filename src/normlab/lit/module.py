@@ -4,7 +4,6 @@ a stack of M member networks (M = 1: a solo run; normlab.stack: several sweep ce
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -311,16 +310,13 @@ class ClassifierModule(pl.LightningModule):
         factories = [spec.schedule_factory for spec in self.training_specs]
         if all(factory is None for factory in factories):
             return optimizer
-        with warnings.catch_warnings():
-            # a member's schedule sees its groups through a view whose step() never runs
-            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step")
-            self.schedules = MemberSchedules(
-                optimizer,
-                [
-                    factory(MemberGroups(groups, optimizer)) if factory is not None else None
-                    for factory, groups in zip(factories, self.member_groups, strict=True)
-                ],
-            )
+        self.schedules = MemberSchedules(
+            optimizer,
+            [
+                factory(MemberGroups(groups, optimizer)) if factory is not None else None
+                for factory, groups in zip(factories, self.member_groups, strict=True)
+            ],
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.schedules}}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -75,13 +75,14 @@ class MemberGroups(Optimizer):
 
     def __init__(self, groups: list[dict], optimizer: Optimizer):
         # Optimizer.__init__ would copy the groups; the schedule must set the stack optimizer's
-        # own group dicts. Nothing ever steps this view: the stack's optimizer does.
+        # own group dicts
         self.param_groups = groups
         self.defaults = optimizer.defaults
         self.state = optimizer.state
 
-    def step(self, closure=None):
-        raise RuntimeError("a member's groups are stepped by the stack's optimizer")
+    def step(self, closure=None) -> None:
+        """Say that the stack's optimizer has stepped these groups (it does the update); a
+        schedule checks that its optimizer stepped before it does."""
 
 
 class MemberSchedules:
@@ -93,9 +94,10 @@ class MemberSchedules:
         self.schedules = schedules
 
     def step(self, member: int) -> None:
-        """Advance member `member`'s schedule by one interval."""
+        """Advance member `member`'s schedule by one interval (after an optimizer step)."""
         schedule = self.schedules[member]
         if schedule is not None:
+            schedule.optimizer.step()
             schedule.step()
 
     def state_dict(self) -> dict:

@@ -1,0 +1,204 @@
+"""`hydra/launcher=stacked`: a sweep's cells train together, as stacks of members.
+
+Hydra sets every cell up as usual (its folder, `.hydra/` files, log); the launcher then groups
+the cells into stacks (normlab.stack.plan), writes one spec per stack and runs each in its own
+`python -m normlab.stack.worker` process, as many at once as there are cores (or GPUs: each
+process then sees one GPU). A multi-device (DDP) cell runs through Hydra's own job runner, as
+with the basic launcher; every other cell that cannot stack trains as a stack of one, with a
+log line saying why. Finished cells are skipped; a killed stack resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("normlab")
+
+
+def _note_cell(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The task Hydra runs per cell here: set up, nothing trained yet."""
+    return cfg, Path(HydraConfig.get().runtime.output_dir)
+
+
+class StackedLauncher(Launcher):
+    """Runs a sweep's cells as stacks of members (see the module docstring)."""
+
+    def __init__(self, max_members: int = 48, n_jobs: int | None = None) -> None:
+        self.max_members, self.n_jobs = max_members, n_jobs
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from normlab.stack.plan import Cell, plan_stacks, solo_reason
+        from normlab.sweep import cell_score, finished_result
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        returns, cells, ddp = [], [], []
+        for offset, overrides in enumerate(job_overrides):
+            index = initial_job_idx + offset
+            log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = index
+                sweep_config.hydra.job.num = index
+            ret = run_job(
+                hydra_context=self.hydra_context,
+                task_function=_note_cell,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            returns.append(ret)
+            cfg, run_dir = ret.return_value
+            if finished_result(run_dir) is not None:
+                log.info("already %s, skipped: %s", finished_result(run_dir)["status"], run_dir)
+                continue
+            reason = solo_reason(cfg, run_dir)
+            if reason and reason.startswith("multi-device"):
+                ddp.append((offset, sweep_config))
+            elif reason:
+                log.info("solo (%s): %s", reason, run_dir)
+                cells.append((Cell(cfg, run_dir, index), True))
+            else:
+                cells.append((Cell(cfg, run_dir, index), False))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        jobs = self._jobs()
+        stackable = [cell for cell, solo in cells if not solo]
+        stacks = plan_stacks(stackable, self.max_members, jobs)
+        stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
+        self._run_stacks(stacks, sweep_dir, jobs)
+        for offset, sweep_config in ddp:  # Hydra's own job runner, as the basic launcher's
+            returns[offset] = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for ret in returns:
+            if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, tuple):
+                _, run_dir = ret.return_value
+                finished = finished_result(run_dir) or {}
+                ret.return_value = cell_score(finished.get("val/acc_best"), run_dir)
+        return returns
+
+    def _jobs(self) -> int:
+        """Stack processes at once: `n_jobs`, else one per GPU where there are several, else
+        one per core."""
+        from normlab.utils.threads import available_cores
+
+        if self.n_jobs:
+            return int(self.n_jobs)
+        gpus = _gpu_count()
+        return gpus if gpus > 1 else available_cores()
+
+    def _run_stacks(self, stacks, sweep_dir: Path, jobs: int) -> None:
+        """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""
+        from normlab.analysis.progress import sweep_progress
+        from normlab.utils.threads import available_cores
+
+        if not stacks:
+            return
+        at_once = min(jobs, len(stacks))
+        threads = max(1, available_cores() // at_once)
+        gpus = _gpu_count()
+        specs_dir = sweep_dir / "stacks"
+        specs_dir.mkdir(parents=True, exist_ok=True)
+        pending = list(stacks)
+        running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, stack size)
+        stopping = {"signal": None}
+
+        def forward(signum, frame):  # a preempted sweep stops its stacks at resume-safe points
+            stopping["signal"] = signum
+            for process, _ in running.values():
+                process.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            while pending or running:
+                for slot in range(at_once):
+                    if slot in running or not pending or stopping["signal"]:
+                        continue
+                    stack = pending.pop(0)
+                    spec_path = specs_dir / f"{stack.name}.json"
+                    spec = {
+                        "threads": threads,
+                        "stacks_dir": str(specs_dir),
+                        "members": [
+                            {
+                                "run_dir": str(cell.run_dir),
+                                "config": OmegaConf.to_container(
+                                    cell.cfg, resolve=True, enum_to_str=True
+                                ),
+                            }
+                            for cell in stack.cells
+                        ],
+                    }
+                    spec_path.write_text(json.dumps(spec, indent=1))
+                    env = dict(os.environ)
+                    if gpus > 1:  # one GPU per concurrent stack
+                        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                    with (specs_dir / f"{stack.name}.log").open("a") as out:
+                        process = subprocess.Popen(
+                            [sys.executable, "-m", "normlab.stack.worker", str(spec_path)],
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    log.info(
+                        "stack of %d cells (%d threads): %s", len(stack.cells), threads, spec_path
+                    )
+                    running[slot] = (process, len(stack.cells))
+                for slot, (process, _) in list(running.items()):
+                    if process.poll() is not None:
+                        del running[slot]
+                        print(sweep_progress(sweep_dir), flush=True)
+                if pending or running:
+                    time.sleep(0.2)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0

@@ -1,0 +1,130 @@
+"""Which sweep cells train together: the stack key, solo reasons, and packing onto the cores.
+
+Cells stack when their configs differ only in member-wise values: the seeds, the optimizer's
+settings (its class is shared), the schedule, the regularizers' strengths, the init, the
+activation and the norm. Everything else (data, model shape, batch size, steps, trainer,
+instruments, loggers) is the stack key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from normlab.callbacks.build import last_checkpoint
+
+# whole groups or keys a member may set for itself
+MEMBER_WISE = (
+    "seed",
+    "seed_init",
+    "seed_data",
+    "init",
+    "activation",
+    "norm",
+    "scheduler",
+    "regularizer",
+)
+# keys the stack key ignores: set per member, or never part of training
+IGNORED = ("threads", "tags", "search", "gradcheck")
+# optimizer arguments every member must share (they choose the implementation, not its numbers)
+SHARED_OPTIMIZER_ARGS = (
+    "_target_",
+    "_partial_",
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+)
+
+
+@dataclass
+class Cell:
+    """One sweep cell waiting to train: its config and its folder."""
+
+    cfg: DictConfig
+    run_dir: Path
+    index: int  # the job's position in the sweep
+
+
+@dataclass
+class Stack:
+    """Cells that train together as one network (one member each)."""
+
+    cells: list[Cell]
+
+    @property
+    def name(self) -> str:
+        """A stable name for this member set: its checkpoint folder under <sweep>/stacks/."""
+        return stack_name([cell.run_dir for cell in self.cells])
+
+
+def stack_name(run_dirs: Sequence[Path]) -> str:
+    """`stack-<hash of the member folders>`: the same members always find the same stack."""
+    names = "\n".join(sorted(str(Path(d).resolve()) for d in run_dirs))
+    return "stack-" + hashlib.sha256(names.encode()).hexdigest()[:10]
+
+
+def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Why this cell cannot train in a stack, or None when it can."""
+    trainer = cfg.trainer
+    if trainer.devices not in (1, "1") or trainer.num_nodes != 1 or trainer.strategy != "auto":
+        return "multi-device training (DDP) runs one cell per process group"
+    if cfg.compile:
+        return "compile=true compiles one network, not a stack"
+    if cfg.regularizer.get("early_stopping") is not None:
+        return "early stopping stops a whole trainer (not yet per member)"
+    if last_checkpoint(run_dir).is_file():
+        return "it resumes its own solo checkpoint"
+    return None
+
+
+def stack_key(cfg: DictConfig) -> str:
+    """The settings every member of one stack shares, as a short hash."""
+    tree: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in (*MEMBER_WISE, *IGNORED):
+        tree.pop(key, None)
+    optimizer = tree.get("optimizer") or {}
+    tree["optimizer"] = {k: v for k, v in optimizer.items() if k in SHARED_OPTIMIZER_ARGS}
+    text = json.dumps(tree, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def member_kind(cfg: DictConfig) -> tuple:
+    """Members of one kind (norm and activation) share batched calls: sort them together."""
+    return (
+        json.dumps(
+            OmegaConf.to_container(cfg.norm, resolve=True, enum_to_str=True), sort_keys=True
+        ),
+        json.dumps(
+            OmegaConf.to_container(cfg.activation, resolve=True, enum_to_str=True), sort_keys=True
+        ),
+    )
+
+
+def plan_stacks(cells: Sequence[Cell], max_members: int, jobs: int) -> list[Stack]:
+    """Group stackable `cells` by stack key, members of one kind side by side, at most
+    `max_members` a stack; then split the largest stacks until there are at least `jobs`
+    (each running process gets a core's share: one thread per stack beats two on a small
+    model, measured by `make bench`)."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(stack_key(cell.cfg), []).append(cell)
+    stacks: list[list[Cell]] = []
+    for members in groups.values():
+        members.sort(key=lambda cell: (member_kind(cell.cfg), cell.index))
+        for start in range(0, len(members), max_members):
+            stacks.append(members[start : start + max_members])
+    while len(stacks) < jobs:
+        largest = max(stacks, key=len, default=[])
+        if len(largest) < 2:
+            break
+        stacks.remove(largest)
+        half = (len(largest) + 1) // 2
+        stacks += [largest[:half], largest[half:]]
+    return [Stack(members) for members in stacks]

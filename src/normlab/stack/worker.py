@@ -1,0 +1,89 @@
+"""`python -m normlab.stack.worker SPEC.json`: train one stack of sweep cells in this process.
+
+The stacked launcher writes SPEC.json (the members' resolved configs and folders, the threads
+and the folder for stack checkpoints) and starts one worker per stack. Each member keeps a
+cell's life (normlab.sweep): a finished member is skipped, a member locked by another process
+is left to it, a failed attempt is archived, and a failure is recorded in every member's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("normlab")
+
+
+def typed_config(resolved: dict) -> DictConfig:
+    """A resolved config dict as the typed config the schema makes of it (enums and all)."""
+    from normlab.config.schema import TrainConfig
+
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), resolved)
+
+
+def run_stack(spec: dict) -> int:
+    """Train the spec's members that still need it; return how many trained."""
+    from normlab.pipeline import train_members
+    from normlab.stack.plan import stack_name
+    from normlab.sweep import (
+        CellLock,
+        archive_attempt,
+        cell_status,
+        finished_result,
+        record_failure,
+    )
+
+    members = []
+    for member in spec["members"]:
+        run_dir = Path(member["run_dir"])
+        if finished_result(run_dir) is not None:
+            continue
+        lock = CellLock(run_dir)
+        if not lock.acquire():
+            log.warning("another process is running this cell, skipped: %s", run_dir)
+            continue
+        members.append((typed_config(member["config"]), run_dir, lock))
+    if not members:
+        return 0
+    cfgs, run_dirs, locks = zip(*members, strict=True)
+    for cfg in cfgs:
+        cfg.threads = spec["threads"]
+    stack_dir = (
+        run_dirs[0] if len(run_dirs) == 1 else Path(spec["stacks_dir"]) / stack_name(run_dirs)
+    )
+    try:
+        for run_dir in run_dirs:
+            if cell_status(run_dir) == "failed":
+                archive_attempt(run_dir)
+        log.info("stack of %d members: %s", len(cfgs), stack_dir)
+        train_members(list(cfgs), list(run_dirs), stack_dir)
+    except Exception as exc:  # recorded in every member's cell, reported by `normlab.report`
+        trace = traceback.format_exc()
+        for run_dir in run_dirs:
+            (run_dir / "error.log").write_text(trace)
+            record_failure(run_dir, f"{type(exc).__name__}: {exc}")
+        log.error("stack failed (%s: %s): %s", type(exc).__name__, exc, stack_dir)
+    finally:
+        for lock in locks:
+            lock.release()
+    return len(cfgs)
+
+
+def main() -> None:
+    """Console entry: one SPEC.json argument."""
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+    )
+    import normlab.train  # noqa: F401  (registers the schema and resolvers)
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    run_stack(spec)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from normlab.lit.lightning_compat import validation_due_after_batch, write_step_metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -70,24 +72,21 @@ class CheckpointOnPreemption(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._agreed(trainer) or _last_step(trainer):
             return  # on the last step, finishing (validation, test) is the quickest way out
-        if _last_batch_of_epoch(trainer):
+        if trainer.is_last_batch:
             return  # the epoch's end is no resume point: stop one step into the next epoch
-        epoch_loop = trainer.fit_loop.epoch_loop
-        if trainer.enable_validation and epoch_loop._should_check_val_fx(
-            trainer.fit_loop._data_fetcher
-        ):
+        if trainer.enable_validation and validation_due_after_batch(trainer):
             # a checkpoint from here would make the resumed run skip this step's validation
             self.stop_after_validation = True
             return
         # what this step logged reaches the loggers only after the batch-end hooks, and the
         # checkpoint counts it as logged: write it now, or its row would be lost
-        trainer._logger_connector.update_train_step_metrics()
+        write_step_metrics(trainer)
         self._stop(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
-        if _last_step(trainer) or _last_batch_of_epoch(trainer):
+        if _last_step(trainer) or trainer.is_last_batch:
             return
         if self.stop_after_validation or self._agreed(trainer):
             self._stop(trainer)
@@ -99,8 +98,4 @@ def _last_step(trainer: pl.Trainer) -> bool:
         return True
     max_epochs = trainer.max_epochs
     final_epoch = max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs
-    return final_epoch and _last_batch_of_epoch(trainer)
-
-
-def _last_batch_of_epoch(trainer: pl.Trainer) -> bool:
-    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return final_epoch and trainer.is_last_batch

@@ -11,6 +11,8 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from normlab.lit.lightning_compat import present_as_dataloader
+
 
 class ChunkPlan(Protocol):
     """Where a run of optimizer steps must end (normlab.lit.step_plan.StepPlan implements it)."""
@@ -77,9 +79,7 @@ class ResidentBatches:
         # with a plan, batches come grouped in StepChunks (several optimizer steps per Lightning
         # batch); len() and the saved position still count batches
         self.plan = plan
-        # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start (also on resume)
-        self.sampler = self
-        self.batch_sampler = None  # Lightning probes it to tell whether the loader shuffles
+        present_as_dataloader(self)  # Lightning calls set_epoch at each epoch start and on resume
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of `epoch` (called by Lightning's fit loop)."""

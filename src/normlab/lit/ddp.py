@@ -22,12 +22,11 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.layer_sync import LayerSync
-from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from normlab.lit.lightning_compat import DDPStrategyWithLauncher, ScriptLauncher
 from normlab.models.sync_batchnorm import convert_to_sync, revert_from_sync
 
 log = logging.getLogger("normlab")
@@ -43,7 +42,7 @@ _NO_FORWARD_BUFFER_SYNC = (
 )
 
 
-class RankJoiningLauncher(_SubprocessScriptLauncher):
+class RankJoiningLauncher(ScriptLauncher):
     """Starts local ranks 1..N-1 as `python -m normlab.rank_worker` joining this run's folder."""
 
     def __init__(self, cluster_environment, num_processes: int, num_nodes: int, config: DictConfig):
@@ -61,7 +60,7 @@ class RankJoiningLauncher(_SubprocessScriptLauncher):
         return function(*args, **kwargs)
 
     def _start_ranks(self, run_dir: str) -> None:
-        self._check_can_spawn_children()
+        self.check_can_spawn_children()
         environment = self.cluster_environment
         self._saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
         # LOCAL_RANK=0 here also tells the later trainer.test() that the ranks already exist
@@ -122,7 +121,7 @@ class RankJoiningLauncher(_SubprocessScriptLauncher):
         self._saved_env = None
 
 
-class NormlabDDPStrategy(DDPStrategy):
+class NormlabDDPStrategy(DDPStrategyWithLauncher):
     """DDP whose extra ranks join rank 0's run folder (see the module docstring).
 
     DDP's per-step buffer broadcast is off: the module's training-loss sums are per-rank partial
@@ -137,8 +136,9 @@ class NormlabDDPStrategy(DDPStrategy):
         # val/test metrics are torchmetrics objects: their compute() already syncs the ranks
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
 
-    def _configure_launcher(self) -> None:
-        self._launcher = RankJoiningLauncher(
+    def make_launcher(self) -> RankJoiningLauncher:
+        """Rank 0's launcher of the node's other ranks (see the module docstring)."""
+        return RankJoiningLauncher(
             self.cluster_environment, self.num_processes, self.num_nodes, self.config
         )
 
@@ -172,8 +172,8 @@ class NormlabDDPStrategy(DDPStrategy):
         """End of the run: leave the process group; rank 0 also releases the ranks it started."""
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-        if isinstance(self._launcher, RankJoiningLauncher):
-            self._launcher.release()
+        if isinstance(self.launcher, RankJoiningLauncher):
+            self.launcher.release()
 
 
 class BatchNormSync(LayerSync):

@@ -13,10 +13,10 @@ something happens between steps:
 - the epoch's end and trainer.max_steps.
 
 Lightning still counts batches in two places, which `account_chunk` moves to steps after each
-chunk: the logger's step (`_batches_that_stepped`) and the validation trigger
-(`trainer.val_check_batch`). The global step, the learning-rate schedule and every
-`on_before_optimizer_step` hook already count optimizer steps. metrics.csv and the trained
-weights are bit-identical to `steps_per_call=1` (tests/test_step_plan.py).
+chunk (through normlab.lit.lightning_compat): the logger's step and the validation trigger. The
+global step, the learning-rate schedule and every `on_before_optimizer_step` hook already count
+optimizer steps. metrics.csv and the trained weights are bit-identical to `steps_per_call=1`
+(tests/test_step_plan.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
+
+from normlab.lit.lightning_compat import add_logger_steps, set_validation_check
 
 
 @dataclass(frozen=True)
@@ -67,29 +69,15 @@ class StepPlan:
 def account_chunk(trainer: pl.Trainer, steps: int, validate_after: bool) -> None:
     """After a chunk of `steps` steps: Lightning's batch counters, moved to count steps.
 
-    The logger connector logs at (and checks its cadence with) `_batches_that_stepped`, which
-    Lightning adds 1 to per batch: the other `steps - 1` are added here, before it logs. The
-    validation check after the batch, `(batch + 1) % trainer.val_check_batch == 0`, is set to
-    fire exactly when the chunk ended on a validation step.
+    The logger connector logs at (and checks its cadence with) a count that Lightning adds 1 to
+    per batch: the other `steps - 1` are added here, before it logs. The validation check after
+    the batch is set to fire exactly when the chunk ended on a validation step.
     """
-    loop = trainer.fit_loop.epoch_loop
-    loop._batches_that_stepped += steps - 1
-    progress = loop.batch_progress
-    _set_validation_trigger(trainer, progress.current.ready, progress.total.ready, validate_after)
+    add_logger_steps(trainer, steps - 1)
+    set_validation_check(trainer, validate_after)
 
 
 def restore_validation_trigger(trainer: pl.Trainer, validated_last: bool) -> None:
     """On resume, before the first batch: Lightning asks its validation check whether the last
     batch before the checkpoint ran validation (to skip redoing it); answer as that run did."""
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    # the counters the check will read once the loop has reset them for the restart
-    _set_validation_trigger(
-        trainer, progress.current.processed, progress.total.processed, validated_last
-    )
-
-
-def _set_validation_trigger(trainer: pl.Trainer, in_epoch: int, total: int, due: bool) -> None:
-    # Lightning counts batches within the epoch when check_val_every_n_epoch is set
-    counted = in_epoch if trainer.check_val_every_n_epoch is not None else total
-    if counted > 0:
-        trainer.val_check_batch = counted if due else counted + 1
+    set_validation_check(trainer, validated_last, resuming=True)

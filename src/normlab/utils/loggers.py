@@ -8,6 +8,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
+from normlab.lit.lightning_compat import drop_wandb_init_argument
+
 log = logging.getLogger(__name__)
 WANDB_INIT_TIMEOUT_S = 60  # bounded wait: a hung W&B service never stalls a sweep for long
 
@@ -43,7 +45,7 @@ def build_loggers(
             settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
         )
         # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
-        wandb_logger._wandb_init.pop("anonymous", None)
+        drop_wandb_init_argument(wandb_logger, "anonymous")
         if started(wandb_logger):
             loggers.append(wandb_logger)
     return loggers
@@ -67,7 +69,10 @@ def started(wandb_logger: WandbLogger) -> bool:
 
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
-    """Close the W&B run so the next job of a multirun starts a run of its own."""
+    """Close the W&B run so the next job of a multirun starts a run of its own.
+
+    `loggers` come from build_loggers, which keeps a WandbLogger only once its run has started.
+    """
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger):
             logger.experiment.finish(exit_code=exit_code)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from normlab.bench.cases import LABELS
+from normlab.bench.cases import LABELS, STACKED, STACKED_MEMORY
 from normlab.bench.summary import summarize_cases
 from normlab.utils.threads import available_cores
 
@@ -52,7 +52,7 @@ def test_bench_prints_one_row_per_case_and_per_sweep(bench):
     stdout, _ = bench
     assert "| case | steps/s (median) |" in stdout
     assert "| sweep | cells x steps |" in stdout
-    assert "| target | measured | at least | met |" in stdout
+    assert "| target | measured | bound | met |" in stdout
     for label in LABELS.values():
         assert f"| {label} |" in stdout
 
@@ -61,25 +61,32 @@ def test_bench_prints_one_row_per_case_and_per_sweep(bench):
 def test_bench_json_holds_every_run_and_the_machine(bench):
     _, report = bench
     assert {"cpu", "cores", "torch", "load_average"} <= set(report["machine"])
-    assert [run["steps"] for run in report["runs"]] == [20] * len(LABELS)
+    # stacked cases count member-steps; the 48-member stack trains max(100, steps / 10) steps
+    member_steps = {"stacked": 20 * STACKED, "stacked48": 100 * STACKED_MEMORY}
+    assert sorted(run["steps"] for run in report["runs"]) == sorted(
+        member_steps.get(case, 20) for case in LABELS
+    )
     rows = {row["case"]: row for row in report["cases"]}
     assert set(rows) == set(LABELS)
     assert rows["raw"]["ratio_to_raw"] == 1.0
     for row in rows.values():
         assert row["steps_per_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mib"] > 0
         assert row["loop_peak_rss_mib"] > 0
-        assert row["torch_threads"] == available_cores()  # a lone run gets every core
+        one_thread = row["case"] in ("solo_1t", "raw_1t", "stacked", "stacked48")
+        # a lone run gets every core; the 1-thread cases and each stack process one
+        assert row["torch_threads"] == (1 if one_thread else available_cores())
     assert rows["normlab"]["service_peak_rss_mib"] > 0  # the W&B service process
-    assert len(report["targets"]) == 4 and all("met" in check for check in report["targets"])
+    assert len(report["targets"]) == 8 and all("met" in check for check in report["targets"])
 
 
 @pytest.mark.slow  # a real (tiny) benchmark with a 12-cell sweep: ~80 s
 def test_parallel_sweep_jobs_share_the_cores(bench):
     _, report = bench
-    serial, parallel = report["sweeps"]
-    assert serial["cells"] == parallel["cells"] == 4
+    serial, parallel, stacked = report["sweeps"]
+    assert serial["cells"] == parallel["cells"] == stacked["cells"] == 4
     assert serial["threads"] == str(available_cores())
     assert parallel["threads"] == str(max(1, available_cores() // 2))  # n_jobs=2
+    assert stacked["threads"] == "1"  # a stack per core
 
 
 def test_ratio_pairs_repetitions_and_spread_spans_them():

@@ -81,29 +81,61 @@ def child_env() -> dict[str, str]:
 
 
 def run_worker(case: str, steps: int, threads: int | None, env: dict[str, str]) -> dict[str, Any]:
-    """One case in a fresh process (normlab.bench.worker); its measurement."""
+    """One case in fresh processes (normlab.bench.worker); its measurement. The stacked case
+    runs as the stacked launcher packs it: one 1-thread process per core, at once; the
+    48-member stack (a memory bound) trains a tenth of the steps."""
+    parts = available_cores() if case == "stacked" else 1
+    if case == "stacked48":
+        steps = max(100, steps // 10)
     with tempfile.TemporaryDirectory(prefix="normlab-bench-") as folder:
-        out = Path(folder) / "measurement.json"
-        command = [
-            sys.executable,
-            "-m",
-            "normlab.bench.worker",
-            case,
-            "--steps",
-            str(steps),
-            "--spawned-at",
-            repr(time.time()),
-            "--out",
-            str(out),
-        ]
-        if threads is not None:
-            command += ["--threads", str(threads)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0 or not out.is_file():
-            raise RuntimeError(
-                f"benchmark case {case} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        outs = [Path(folder) / f"measurement{part}.json" for part in range(parts)]
+        processes = []
+        for part, out in enumerate(outs):
+            command = [
+                sys.executable,
+                "-m",
+                "normlab.bench.worker",
+                case,
+                "--steps",
+                str(steps),
+                "--spawned-at",
+                repr(time.time()),
+                "--out",
+                str(out),
+                "--part",
+                str(part),
+                "--parts",
+                str(parts),
+            ]
+            if threads is not None:
+                command += ["--threads", str(threads)]
+            processes.append(
+                subprocess.Popen(
+                    command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                )
             )
-        return json.loads(out.read_text())
+        measured = []
+        for process, out in zip(processes, outs, strict=True):
+            _, stderr = process.communicate()
+            if process.returncode != 0 or not out.is_file():
+                raise RuntimeError(
+                    f"benchmark case {case} failed ({process.returncode}):\n{stderr[-3000:]}"
+                )
+            measured.append(json.loads(out.read_text()))
+    return measured[0] if parts == 1 else merge_parts(measured)
+
+
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Processes that ran at once as one measurement: their steps and memory add up, the
+    slowest one's loop is the wall time."""
+    merged = dict(parts[0])
+    for key in ("steps", "loop_cpu_s", "peak_rss_kib", "loop_start_rss_kib", "loop_peak_rss_kib"):
+        merged[key] = sum(part[key] for part in parts)
+    merged["service_peak_rss_kib"] = sum(part.get("service_peak_rss_kib") or 0 for part in parts)
+    for key in ("loop_s", "startup_s", "process_s"):
+        merged[key] = max(part[key] for part in parts)
+    merged["processes"] = len(parts)
+    return merged
 
 
 def machine() -> dict[str, Any]:

@@ -21,14 +21,34 @@ LABELS = {
     "template": "(d) template: DataLoader, per-step log",
     "floor": "(e) bare Lightning module, no logging",
     "one_step": "(f) normlab default, steps_per_call=1",
+    "solo_1t": "(g) normlab solo, CSV, 1 thread",
+    "solo_cores": "(h) normlab solo, CSV, all cores' threads",
+    "raw_1t": "(i) raw PyTorch loop, 1 thread: one core's limit",
+    "stacked": "(j) stacked, 12 members, a process per core (member-steps/s)",
+    "stacked48": "(k) stacked, 48 members, 1 process, 1 thread (member-steps/s)",
 }
+STACKED = 12  # the main ablation's cells: 2 activations x 2 norms x 3 seeds
+STACKED_MEMORY = 48  # the issue's memory bound: this stack within 2x a solo run's peak RSS
 # what the normlab cases add to the shared overrides: the real pipeline with these groups
 NORMLAB_OVERRIDES = {
     "normlab": ["logger=wandb"],
     "instruments": ["logger=wandb", "callbacks=instruments"],
     # (b) with one optimizer step per Lightning batch: what the step chunks are worth
     "one_step": ["logger=wandb", "steps_per_call=1"],
+    # the thread policy, decided by measurement: one small model on 1 thread vs all cores
+    "solo_1t": ["threads=1"],
+    "solo_cores": [],  # threads: the policy's default, all cores for one job
 }
+
+
+def member_overrides(count: int) -> list[list[str]]:
+    """The ablation's kinds of cell (activation x norm) over seeds, `count` cells, sorted by
+    kind as the stacked launcher sorts a stack's members."""
+    kinds = [(act, norm) for act in ("relu", "sigmoid") for norm in ("batch", "none")]
+    cells = [(kinds[i % 4], i // 4) for i in range(count)]
+    return [
+        [f"activation={act}", f"norm={norm}", f"seed={seed}"] for (act, norm), seed in sorted(cells)
+    ]
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -52,9 +72,39 @@ def train_normlab(cfg: DictConfig) -> dict[str, Any]:
     return timer.meter.measured
 
 
-def run_case(case: str, steps: int, threads: int | None) -> dict[str, Any]:
-    """Train `case` for `steps` steps; its measurement (loop seconds, steps, memory, val acc)."""
+def train_stack(cfgs: list[DictConfig]) -> dict[str, Any]:
+    """The real `normlab.pipeline.train_members` on `cfgs`, timed by a LoopTimer; `steps`
+    counts member-steps (optimizer steps x members)."""
+    from normlab.bench.timer import LoopTimer
+    from normlab.pipeline import train_members
+
+    timer = LoopTimer()
+    with tempfile.TemporaryDirectory(prefix="normlab-bench-") as folder:
+        dirs = [Path(folder) / f"member{i}" for i in range(len(cfgs))]
+        results = train_members(cfgs, dirs, Path(folder) / "stack", extra_callbacks=[timer])
+    failed = [r for r in results if r["status"] != "completed"]
+    if failed:
+        raise RuntimeError(f"benchmark stack member {failed[0]['status']}: {failed[0]}")
+    measured = timer.meter.measured
+    measured["steps"] *= len(cfgs)
+    return measured
+
+
+def run_case(
+    case: str, steps: int, threads: int | None, part: tuple[int, int] = (0, 1)
+) -> dict[str, Any]:
+    """Train `case` for `steps` steps; its measurement (loop seconds, steps, memory, val acc).
+    `part`: (p, P), the p-th of P processes that share a stacked case's members."""
     overrides = [f"trainer.max_steps={steps}", *NORMLAB_OVERRIDES.get(case, [])]
+    if case == "raw_1t":
+        case, threads = "raw", 1
+    if case.startswith("stacked"):
+        index, parts = part
+        count = STACKED if case == "stacked" else STACKED_MEMORY
+        members = member_overrides(count)
+        share = -(-len(members) // parts)
+        mine = members[index * share : (index + 1) * share]
+        return train_stack([compose_config([*overrides, "threads=1", *m]) for m in mine])
     if threads is not None:
         overrides.append(f"threads={threads}")
     cfg = compose_config(overrides)

@@ -15,6 +15,10 @@ TARGETS = (
     ("(b) normlab default vs (d) template", ("normlab", "template"), 2.0),
 )
 SWEEP_TARGET = 1.6  # parallel launcher vs serial, wall time
+# issue 15: stacked launcher vs the parallel one and vs serial (wall time)
+STACKED_SWEEP_TARGETS = (("parallel launcher", 1.6), ("serial (basic launcher)", 2.5))
+STACKED_LIMIT_TARGET = 0.75  # (j) member-steps/s vs the raw loop at 1 thread x cores
+STACKED_MEMORY_BOUND = 2.0  # (k) 48-member stack's peak RSS vs a solo run's (g), at most
 
 
 def summarize_cases(runs: list[dict[str, Any]], reference: str = "raw") -> list[dict[str, Any]]:
@@ -77,6 +81,7 @@ def targets(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[di
             checks.append(
                 {"target": description, "measured": ratio, "at_least": least, "met": ratio >= least}
             )
+    checks += stacked_targets(by_case, sweeps)
     parallel = next((row for row in sweeps if row["variant"] == "parallel launcher"), None)
     if parallel is not None:
         checks.append(
@@ -88,6 +93,47 @@ def targets(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[di
             }
         )
     return checks
+
+
+def stacked_targets(
+    by_case: dict[str, dict[int, dict[str, Any]]], sweeps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Issue 15's targets: the stacked sweep's speed-ups, (j) against the CPU limit, (k)'s
+    memory against a solo run's."""
+    checks = []
+    stacked = next((row for row in sweeps if row["variant"] == "stacked launcher"), None)
+    for variant, least in STACKED_SWEEP_TARGETS if stacked is not None else ():
+        other = next((row for row in sweeps if row["variant"] == variant), None)
+        if other is not None:
+            ratio = other["wall_s"] / stacked["wall_s"]
+            checks.append(_check(f"stacked sweep vs {variant} (wall time)", ratio, least))
+    limit = paired_ratio(by_case, "stacked", "raw_1t")
+    if limit is not None:
+        cores = next(iter(by_case["stacked"].values())).get("processes", 1)
+        checks.append(
+            _check(
+                f"(j) stacked vs the CPU limit (raw loop at 1 thread x {cores} cores)",
+                limit / cores,
+                STACKED_LIMIT_TARGET,
+            )
+        )
+    solo = _median(list(by_case.get("solo_1t", {}).values()), "peak_rss_kib")
+    stack48 = _median(list(by_case.get("stacked48", {}).values()), "peak_rss_kib")
+    if solo and stack48:
+        ratio = stack48 / solo
+        checks.append(
+            {
+                "target": "(k) 48-member stack's peak RSS vs a solo run's (g)",
+                "measured": ratio,
+                "at_most": STACKED_MEMORY_BOUND,
+                "met": ratio <= STACKED_MEMORY_BOUND,
+            }
+        )
+    return checks
+
+
+def _check(description: str, ratio: float, least: float) -> dict[str, Any]:
+    return {"target": description, "measured": ratio, "at_least": least, "met": ratio >= least}
 
 
 def _rate(run: dict[str, Any]) -> float:
@@ -138,10 +184,13 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
 
 def targets_table(checks: list[dict[str, Any]]) -> str:
     """The targets as a Markdown table."""
-    lines = ["| target | measured | at least | met |", "|---|---:|---:|---|"]
+    lines = ["| target | measured | bound | met |", "|---|---:|---:|---|"]
     for check in checks:
+        bound = (
+            f">= {check['at_least']:.2f}x" if "at_least" in check else f"<= {check['at_most']:.2f}x"
+        )
         lines.append(
-            f"| {check['target']} | {check['measured']:.2f}x | {check['at_least']:.2f}x "
+            f"| {check['target']} | {check['measured']:.2f}x | {bound} "
             f"| {'yes' if check['met'] else 'NO'} |"
         )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Wall time of the main ablation sweep (`make ablation`: 2 activations x 2 norms x 3 seeds = 12
-cells) run serially (Hydra's basic launcher) and through the parallel launcher."""
+cells) run serially (Hydra's basic launcher), through the parallel launcher and through the
+stacked launcher (normlab.stack: the cells as stacks of members, a process per core)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def sweep_variants(oversubscribed: bool) -> dict[str, list[str]]:
     variants = {
         "serial (basic launcher)": ["hydra/launcher=basic"],
         "parallel launcher": ["hydra/launcher=parallel"],
+        "stacked launcher": ["hydra/launcher=stacked"],
     }
     if oversubscribed:
         variants["parallel, no thread policy"] = [
@@ -90,7 +92,7 @@ def time_sweeps(
     serial = rows[0]
     for row in rows:
         row["speedup"] = serial["wall_s"] / row["wall_s"]
-        if row is not serial:
+        if row["variant"] == "parallel launcher":
             # the speed-up if start-up, worker spawn and the report cost nothing: the jobs
             # overlap perfectly, and the only loss is each cell's own slower time on fewer threads
             row["ceiling"] = launcher_jobs() * serial["cells_s"] / row["cells_s"]

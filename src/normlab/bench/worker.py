@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("case")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--part", type=int, default=0, help="this process's share of a stack")
+    parser.add_argument("--parts", type=int, default=1, help="processes sharing a stacked case")
     parser.add_argument("--spawned-at", type=float, required=True, help="parent's time.time()")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -30,7 +32,7 @@ def main() -> None:
 
     from normlab.bench.cases import run_case
 
-    measured = run_case(args.case, args.steps, args.threads)
+    measured = run_case(args.case, args.steps, args.threads, (args.part, args.parts))
     measured["torch_threads"] = torch.get_num_threads()
     measured.update(
         case=args.case,

@@ -252,6 +252,8 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.model(x, shared=True)
         for member in range(self.members):
+            if not self.active(member):  # a diverged member's outputs are NaN: nothing to add
+                continue
             losses[member].update(F.cross_entropy(logits[member], y), weight=len(y))
             accuracies[member].update(logits[member], y)
 
@@ -261,8 +263,8 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = {}
         for member in range(self.members):
-            acc = self.val_acc[member].compute()
             if self.active(member):
+                acc = self.val_acc[member].compute()
                 self.val_acc_best[member].update(acc)
                 key = partial_key(self, member)
                 metrics[key("val/loss")] = self.val_loss[member].compute()
@@ -279,8 +281,9 @@ class ClassifierModule(pl.LightningModule):
         metrics = {}
         for member in range(self.members):
             key = partial_key(self, member)
-            metrics[key("test/loss")] = self.test_loss[member].compute()
-            metrics[key("test/acc")] = self.test_acc[member].compute()
+            if self.active(member):
+                metrics[key("test/loss")] = self.test_loss[member].compute()
+                metrics[key("test/acc")] = self.test_acc[member].compute()
             self.test_loss[member].reset()
             self.test_acc[member].reset()
         self.log_dict(metrics)

@@ -1,0 +1,214 @@
+"""Stacked members (normlab.stack): a member trains exactly as its solo run, members are
+independent, and a stacked sweep fills the same cell folders, resumes after SIGKILL and reads
+into the same report.
+
+Tolerance: a member's per-step training loss equals its solo run's within 1e-5 relative
+(float32; the stack's batched matmuls add in another order than one member's); a stack of one
+is the solo run itself, bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from normlab.pipeline import train, train_members
+from normlab.stack.plan import Cell, plan_stacks, solo_reason, stack_key
+
+# 50 steps, every one logged
+PER_STEP = [
+    "data=synthetic",
+    "trainer=debug",
+    "trainer.max_steps=50",
+    "trainer.log_every_n_steps=1",
+    "trainer.val_check_interval=25",
+    "threads=1",
+]
+RELATIVE = 1e-5
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return [float(row["train/loss"]) for row in csv.DictReader(handle) if row["train/loss"]]
+
+
+def assert_same_losses(solo: Path, member: Path) -> None:
+    expected, got = step_losses(solo), step_losses(member)
+    assert len(got) == len(expected) == 50
+    for step, (a, b) in enumerate(zip(expected, got, strict=True)):
+        assert abs(a - b) <= RELATIVE * abs(a), f"step {step}: solo {a}, stacked {b}"
+
+
+def train_stack_and_solos(compose_cfg, tmp_path: Path, variants: list[list[str]], common=()):
+    cfgs = [compose_cfg(*PER_STEP, *common, *variant) for variant in variants]
+    members = [tmp_path / f"member{i}" for i in range(len(cfgs))]
+    results = train_members(cfgs, members, tmp_path / "stack")
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"solo{i}")
+    return results, members
+
+
+def test_each_member_trains_as_its_solo_run(compose_cfg, tmp_path):
+    variants = [
+        ["norm=batch", "activation=sigmoid", "seed=0"],
+        ["norm=none", "activation=relu", "seed=1"],
+        ["norm=group", "norm.num_groups=4", "activation=tanh", "seed=2"],
+        ["norm=layer", "regularizer=[dropout]", "seed=3"],
+        ["scheduler=cosine", "optimizer.lr=0.05", "init=he_normal", "seed=4"],
+        ["regularizer=[l2,label_smoothing,grad_clip,weight_decay]", "seed=5"],
+    ]
+    results, members = train_stack_and_solos(compose_cfg, tmp_path, variants)
+    assert [r["status"] for r in results] == ["completed"] * len(variants)
+    for i in range(len(variants)):
+        assert_same_losses(tmp_path / f"solo{i}", members[i])
+
+
+def test_adam_members_with_their_own_schedules_train_as_solo(compose_cfg, tmp_path):
+    variants = [
+        ["optimizer.lr=0.01", "scheduler=cosine", "seed=0"],
+        ["optimizer.lr=0.003", "optimizer.betas=[0.8,0.99]", "scheduler=step", "seed=1"],
+    ]
+    _, members = train_stack_and_solos(compose_cfg, tmp_path, variants, ["optimizer=adam"])
+    for i in range(len(variants)):
+        assert_same_losses(tmp_path / f"solo{i}", members[i])
+
+
+def test_cnn_members_train_as_solo(compose_cfg, tmp_path):
+    variants = [["norm=batch", "seed=0"], ["norm=group", "norm.num_groups=4", "seed=1"]]
+    common = ["data=digits", "model=cnn", "model.width=8", "regularizer=[augment,dropout]"]
+    _, members = train_stack_and_solos(compose_cfg, tmp_path, variants, common)
+    for i in range(len(variants)):
+        assert_same_losses(tmp_path / f"solo{i}", members[i])
+
+
+def test_a_stack_of_one_is_the_solo_run_bit_for_bit(compose_cfg, tmp_path):
+    cfg = compose_cfg(*PER_STEP, "regularizer=[dropout]")
+    train_members([cfg], [tmp_path / "member"], tmp_path / "member")
+    train(cfg, tmp_path / "solo")
+    assert (tmp_path / "member/metrics.csv").read_bytes() == (
+        tmp_path / "solo/metrics.csv"
+    ).read_bytes()
+
+
+def test_changing_one_member_leaves_the_others_bit_identical(compose_cfg, tmp_path):
+    def stack(folder: str, middle_lr: float) -> list[Path]:
+        variants = [["seed=0"], [f"optimizer.lr={middle_lr}", "seed=7"], ["seed=2"]]
+        cfgs = [compose_cfg(*PER_STEP, "regularizer=[dropout]", *v) for v in variants]
+        dirs = [tmp_path / folder / str(i) for i in range(3)]
+        train_members(cfgs, dirs, tmp_path / folder / "stack")
+        return dirs
+
+    first, second = stack("a", 0.1), stack("b", 0.5)
+    for i in (0, 2):
+        assert (first[i] / "metrics.csv").read_bytes() == (second[i] / "metrics.csv").read_bytes()
+    assert (first[1] / "metrics.csv").read_bytes() != (second[1] / "metrics.csv").read_bytes()
+
+
+def test_a_diverging_member_is_recorded_and_the_others_go_on(compose_cfg, tmp_path):
+    overrides = [*PER_STEP, "trainer.log_every_n_steps=5", "activation=relu", "norm=none"]
+    cfgs = [compose_cfg(*overrides, "seed=1"), compose_cfg(*overrides, "optimizer.lr=100")]
+    dirs = [tmp_path / "fine", tmp_path / "diverges"]
+    fine, diverged = train_members(cfgs, dirs, tmp_path / "stack")
+    solo = train(cfgs[1], tmp_path / "solo")
+    assert solo["status"] == diverged["status"] == "diverged"
+    assert diverged["diverged_at_step"] == solo["diverged_at_step"]
+    assert diverged["steps"] == solo["steps"]
+    assert fine["status"] == "completed" and fine["steps"] == 50 and "test/acc" in fine
+    assert json.loads((dirs[1] / "result.json").read_text())["status"] == "diverged"
+
+
+def test_member_wise_keys_share_a_stack_and_the_rest_does_not(compose_cfg, tmp_path):
+    base = compose_cfg("data=synthetic")
+    members = [
+        compose_cfg("data=synthetic", "activation=relu", "norm=none", "seed=3"),
+        compose_cfg("data=synthetic", "optimizer.lr=0.3", "+optimizer.momentum=0.5"),
+        compose_cfg("data=synthetic", "regularizer=[dropout,l2]", "init=xavier_uniform"),
+        compose_cfg("data=synthetic", "scheduler=cosine", "seed_data=5", "threads=1"),
+    ]
+    assert {stack_key(cfg) for cfg in members} == {stack_key(base)}
+    for other in (["data.batch_size=30"], ["optimizer=adam"], ["model.width=50"]):
+        assert stack_key(compose_cfg("data=synthetic", *other)) != stack_key(base)
+    assert solo_reason(compose_cfg("data=synthetic", "compile=true"), tmp_path) is not None
+    assert solo_reason(base, tmp_path) is None
+
+
+def test_stacks_split_to_fill_the_cores_with_kinds_side_by_side(compose_cfg, tmp_path):
+    cells = [
+        Cell(compose_cfg("data=synthetic", f"activation={act}", f"seed={seed}"), tmp_path, i)
+        for i, (seed, act) in enumerate((s, a) for s in range(3) for a in ("relu", "sigmoid"))
+    ]
+    [one] = plan_stacks(cells, max_members=48, jobs=1)
+    kinds = [cell.cfg.activation.name.value for cell in one.cells]
+    assert kinds == sorted(kinds)  # each kind a contiguous slice of the member axis
+    halves = plan_stacks(cells, max_members=48, jobs=2)
+    assert sorted(len(stack.cells) for stack in halves) == [3, 3]
+    assert [len(s.cells) for s in plan_stacks(cells, max_members=4, jobs=1)] == [4, 2]
+
+
+SWEEP = [
+    "-m",
+    "hydra/launcher=stacked",
+    "data=synthetic",
+    "trainer=debug",
+    "trainer.max_steps=400",
+    "trainer.val_check_interval=50",
+    "norm=batch,none",
+    "seed=0,1",
+]
+
+
+def run_sweep(env: dict, *extra: str, background: bool = False):
+    command = [sys.executable, "-m", "normlab.train", *SWEEP, *extra]
+    if background:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def cells_of(sweep_root: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in sweep_root.glob("outputs/multirun/*/*/*/result.json")}
+
+
+def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path, data_dir):
+    from conftest import cli_environment
+
+    reference = cli_environment(tmp_path / "reference")
+    done = run_sweep(reference)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "report:" in done.stdout
+    expected = cells_of(tmp_path / "reference")
+    assert len(expected) == 4
+
+    env = cli_environment(tmp_path / "killed")
+    process = run_sweep(env, background=True)
+    deadline = time.time() + 120
+    checkpoints = "outputs/multirun/*/*/stacks/stack-*/checkpoints/*.ckpt"
+    while len(list((tmp_path / "killed").glob(checkpoints))) < 2:  # both stacks part-way
+        assert process.poll() is None and time.time() < deadline, "no stack checkpoint appeared"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = run_sweep(env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = cells_of(tmp_path / "killed")
+    assert resumed.keys() == expected.keys()
+    for name, cell in resumed.items():
+        result = json.loads((cell / "result.json").read_text())
+        assert result["status"] == "completed"
+        assert result["resumed_from_step"] is not None, f"{name} started over"
+        assert (cell / "metrics.csv").read_bytes() == (expected[name] / "metrics.csv").read_bytes()
+        provenance = json.loads((cell / "provenance.json").read_text())
+        assert provenance["stack"]["members"] == 2

@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from normlab.pipeline import train, train_members
 from normlab.stack.plan import Cell, plan_stacks, solo_reason, stack_key
 

@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from normlab.data.batches import StepChunk
+from normlab.lit.lightning_compat import FX_NAME_ATTRIBUTE, is_attached
 from normlab.lit.regularizers import (
     WeightPenalty,
     apply_decoupled_decay,
@@ -339,7 +340,7 @@ class ClassifierModule(pl.LightningModule):
         # Lightning sets `_current_fx_name` around every hook call, some 40 times a step, and
         # nn.Module.__setattr__ (parameter, buffer and submodule checks) made that ~10% of a
         # small model's step. A plain attribute: the plain setter is equivalent.
-        if name == "_current_fx_name":
+        if name == FX_NAME_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -364,7 +365,7 @@ class ClassifierModule(pl.LightningModule):
         self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
         self.restored_validated_last = checkpoint.get("normlab_validated_last")
         rank_rng = checkpoint.get("normlab_rank_rng")
-        attached = self._trainer is not None  # not so in `load_from_checkpoint`
+        attached = is_attached(self)  # not so in `load_from_checkpoint`
         self.restored_rank_rng = (
             rank_rng is not None and attached and len(rank_rng) == self.trainer.world_size
         )

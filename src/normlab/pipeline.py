@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks, last_checkpoint
+from normlab.callbacks.pruning import Pruned
 from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
@@ -168,6 +169,9 @@ def train_members(
     except Diverged as exc:  # a solo run (a stack's diverged members: module.diverged)
         status, problem = "diverged", {"error": str(exc), "diverged_at_step": exc.step}
         log.error("diverged: %s", exc)
+    except Pruned as exc:  # an Optuna search trial stopped by its study's pruner
+        status, problem = "pruned", {"error": str(exc), "pruned_at_step": exc.step}
+        log.info("%s", exc)
     except SIGTERMException:
         status, problem = (
             "preempted",

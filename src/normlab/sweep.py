@@ -58,7 +58,8 @@ def sweep_key(overrides: list[str]) -> str:
 
 
 def cell_status(run_dir: Path) -> str:
-    """completed | failed | diverged | preempted | incomplete (started, no result) | missing."""
+    """completed | failed | diverged | preempted | pruned (an Optuna trial stopped early) |
+    incomplete (started, no result) | missing."""
     result = run_dir / "result.json"
     if result.is_file():
         try:

@@ -9,6 +9,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from normlab.callbacks.instruments import Instruments
 from normlab.callbacks.preemption import CheckpointOnPreemption
+from normlab.callbacks.pruning import OptunaPruning, TrialLink
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -17,7 +18,8 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 
 def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation), early stopping and instruments when asked.
+    """Checkpoint (last.ckpt at every validation), early stopping, instruments when asked, and
+    Optuna pruning in a search trial.
 
     `members`: the configs of a stack's members (default: `cfg` alone); the instruments read
     each member's activation."""
@@ -46,4 +48,7 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
     if cfg.callbacks.instruments is not None:
         activations = [member.activation.name for member in members or [cfg]]
         callbacks.append(Instruments(cfg.callbacks.instruments, activations))
+    trial = TrialLink.from_env()  # set by the normlab_optuna sweeper in a search trial's job
+    if trial is not None:
+        callbacks.append(OptunaPruning(trial))
     return callbacks

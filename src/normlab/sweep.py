@@ -144,10 +144,15 @@ def cell_score(best: float | None, run_dir: Path) -> float:
     return best if best is not None and cell_status(run_dir) == "completed" else 0.0
 
 
+# a cell with one of these needs no more work: a divergence is a result, not an error, and so
+# is a search trial its study pruned
+FINISHED = ("completed", "diverged", "pruned")
+
+
 def finished_result(run_dir: Path) -> dict | None:
-    """result.json of a cell that needs no more work (completed, or diverged: a divergence is a
-    result, not an error); None when it must (still) run."""
-    if cell_status(run_dir) not in ("completed", "diverged"):
+    """result.json of a cell that needs no more work (FINISHED); None when it must (still)
+    run."""
+    if cell_status(run_dir) not in FINISHED:
         return None
     return json.loads((run_dir / "result.json").read_text())
 

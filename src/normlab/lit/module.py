@@ -305,6 +305,10 @@ class ClassifierModule(pl.LightningModule):
             if len({type(o) for o in member_optimizers}) > 1:
                 raise ValueError("members of one stack share their optimizer class")
             groups = [group for member in member_optimizers for group in member.param_groups]
+            for group in groups:
+                if "foreach" in group and group["foreach"] is None:
+                    # one C++ loop over the stack's many tensors, not one Python call each
+                    group["foreach"] = True
             optimizer = type(first)(groups, **first.defaults)
         self.member_groups, start = [], 0
         for member in member_optimizers:

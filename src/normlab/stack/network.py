@@ -7,8 +7,11 @@ convolution (conv) over all members, then norm and activation per run of members
 (the launcher sorts members so each kind is a contiguous slice), dropout per member from the
 member's own random stream. A stack of one is the member's own forward, unchanged.
 
-Layouts: MLP features are members-first `[M, B, F]`; CNN feature maps are channel-stacked
-`[B, M*C, H, W]`, where batch and group norm are exactly the solo per-channel statistics.
+Layouts: MLP features are feature-major per member, `[M, F, B]`: a linear layer is one
+`baddbmm(bias, W, x)` whose weight gradient lands in the members' own rows without a copy,
+and batch norm is one call over `M*F` channels of the batch. CNN feature maps are
+channel-stacked, `[B, M*C, H, W]`, where batch and group norm are again exactly the solo
+per-channel statistics.
 """
 
 from __future__ import annotations
@@ -96,6 +99,65 @@ def _cuda_seed_state(seed: int, device: torch.device) -> torch.Tensor:
 Layer = Callable[[torch.Tensor, bool], torch.Tensor]  # (activations, shared input) -> next
 
 
+class _Rows(torch.autograd.Function):
+    """The stacked tensor whose rows are the members' parameters, as the members' own storage:
+    forward hands it on as it is, backward gives each member its row of the gradient (views,
+    so no copy either way)."""
+
+    @staticmethod
+    def forward(ctx, stacked: torch.Tensor, rows: tuple[int, ...], *parameters) -> torch.Tensor:
+        ctx.rows = rows  # the row of each parameter (members without one have a zero row)
+        return stacked.view_as(stacked)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, *(grad[row] for row in ctx.rows)
+
+
+class MemberParameters:
+    """One `[M, ...]` tensor whose rows ARE the members' parameters of one layer (a member
+    without that parameter, e.g. a linear layer without bias, gets a constant zero row).
+
+    Every member keeps its own leaf parameter (its optimizer groups, its checkpoint), but the
+    leaves share this tensor's storage, so a batched op reads them without stacking copies.
+    Re-made when the leaves were moved (module.to) or replaced.
+    """
+
+    def __init__(self, parameters: Sequence[nn.Parameter | None]):
+        self.parameters = list(parameters)
+        self.live = [p for p in self.parameters if p is not None]
+        self.live_rows = tuple(i for i, p in enumerate(self.parameters) if p is not None)
+        self.rows: torch.Tensor | None = None
+
+    def _bound(self) -> bool:
+        rows = self.rows
+        return rows is not None and all(
+            p is None or p.data_ptr() == rows[i].data_ptr() for i, p in enumerate(self.parameters)
+        )
+
+    def get(self) -> torch.Tensor:
+        """The stacked rows, connected to every member's leaf for autograd."""
+        if not self._bound():
+            reference = self.live[0].detach()
+            self.rows = torch.stack(
+                [
+                    p.detach() if p is not None else torch.zeros_like(reference)
+                    for p in self.parameters
+                ]
+            )
+            with torch.no_grad():
+                for index, parameter in enumerate(self.parameters):
+                    if parameter is not None:
+                        parameter.data = self.rows[index]
+        return _Rows.apply(self.rows, self.live_rows, *self.live)
+
+
+def _rows(modules: Sequence[nn.Module], name: str) -> MemberParameters | None:
+    """The members' `name` parameters as shared rows; None when no member has one."""
+    parameters = [getattr(m, name, None) for m in modules]
+    return MemberParameters(parameters) if any(p is not None for p in parameters) else None
+
+
 class MemberStack(nn.Module):
     """M networks of one structure; `forward` maps `[M, B, ...]` inputs (or one shared
     `[B, ...]` batch) to `[M, B, classes]` logits."""
@@ -133,8 +195,10 @@ def _plan(stack: MemberStack) -> list[Layer]:
     maps = not isinstance(getattr(first, names[0]), nn.Flatten)  # CNN: channel-stacked maps
 
     def features_input(x: torch.Tensor, shared: bool) -> torch.Tensor:
-        # the MLP's flatten; a shared evaluation batch is broadcast without a copy
-        return x.flatten(1).expand(count, -1, -1) if shared else x.flatten(2)
+        # the MLP's flatten, as [M, F, B] views (a shared evaluation batch: broadcast)
+        if shared:
+            return x.flatten(1).t().expand(count, -1, -1)
+        return x.flatten(2).transpose(1, 2)
 
     def maps_input(x: torch.Tensor, shared: bool) -> torch.Tensor:
         if shared:
@@ -143,7 +207,7 @@ def _plan(stack: MemberStack) -> list[Layer]:
         return x.transpose(0, 1).reshape(batch, count * channels, *x.shape[3:])
 
     def maps_to_features(x: torch.Tensor, shared: bool) -> torch.Tensor:
-        return x.reshape(x.shape[0], count, -1).transpose(0, 1)
+        return x.reshape(x.shape[0], count, -1).permute(1, 2, 0)
 
     plan: list[Layer] = [maps_input if maps else features_input]
     for name in names:
@@ -155,21 +219,34 @@ def _plan(stack: MemberStack) -> list[Layer]:
         elif isinstance(layers[0], HiddenBlock):
             plan.append(_hidden_block(stack, layers, maps))
         elif type(layers[0]) is nn.Linear and not maps:
-            plan.append(_linear(layers))
+            linear = _batched_linear(layers, None)
+            plan.append(lambda x, shared, linear=linear: linear(x))
         elif isinstance(layers[0], nn.modules.batchnorm._BatchNorm):
             norm = _norm_runs(layers, maps)
             plan.append(lambda x, shared, norm=norm: norm(x))
         else:
             raise NotStackable(f"layer {name} ({type(layers[0]).__name__}) has no stacked form")
+    plan.append(lambda x, shared: x.transpose(1, 2))  # [M, classes, B] -> logits [M, B, classes]
     return plan
 
 
-def _linear(layers: Sequence[nn.Linear]) -> Layer:
-    """`[M, B, in] -> [M, B, out]` in one baddbmm; dropconnect masks from each member's stream."""
-    return lambda x, shared: _batched_linear(layers, x, None)
+def _batched_linear(layers, randomness: MemberRandomness | None):
+    """Every member's linear layer in one call, `[M, in, B] -> [M, out, B]`: over shared rows
+    of their weights, or (with dropconnect, whose masked weights are new tensors each step)
+    over a stacked copy."""
+    if any(isinstance(layer, DropConnectLinear) and layer.p > 0 for layer in layers):
+        return lambda x: _dropconnect_linear(layers, x, randomness)
+    weights, biases = _rows(layers, "weight"), _rows(layers, "bias")
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        if biases is None:
+            return torch.bmm(weights.get(), x)
+        return torch.baddbmm(biases.get().unsqueeze(2), weights.get(), x)
+
+    return linear
 
 
-def _batched_linear(layers, x: torch.Tensor, randomness: MemberRandomness | None) -> torch.Tensor:
+def _dropconnect_linear(layers, x: torch.Tensor, randomness: MemberRandomness) -> torch.Tensor:
     weights = []
     for index, layer in enumerate(layers):
         weight = layer.weight
@@ -178,29 +255,27 @@ def _batched_linear(layers, x: torch.Tensor, randomness: MemberRandomness | None
                 keep = torch.rand_like(weight) >= layer.p
             weight = weight * keep / (1 - layer.p)
         weights.append(weight)
-    stacked = torch.stack(weights).transpose(1, 2)
+    stacked = torch.stack(weights)
     if all(layer.bias is None for layer in layers):
-        return torch.bmm(x, stacked)
+        return torch.bmm(stacked, x)
     biases = [
         layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
         for layer in layers
     ]
-    return torch.baddbmm(torch.stack(biases).unsqueeze(1), x, stacked)
+    return torch.baddbmm(torch.stack(biases).unsqueeze(2), stacked, x)
 
 
-def _batched_conv(layers: Sequence[nn.Conv2d], x: torch.Tensor) -> torch.Tensor:
+def _batched_conv(layers: Sequence[nn.Conv2d]):
     """Channel-stacked maps through every member's conv: one grouped convolution."""
-    conv = layers[0]
-    weight = torch.cat([layer.weight for layer in layers])
-    bias = None
-    if any(layer.bias is not None for layer in layers):
-        bias = torch.cat(
-            [
-                layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_channels)
-                for layer in layers
-            ]
-        )
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, len(layers))
+    conv, count = layers[0], len(layers)
+    weights, biases = _rows(layers, "weight"), _rows(layers, "bias")
+
+    def convolve(x: torch.Tensor) -> torch.Tensor:
+        weight = weights.get().flatten(0, 1)
+        bias = biases.get().flatten() if biases is not None else None
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, count)
+
+    return convolve
 
 
 def _kind(module: nn.Module) -> tuple:
@@ -256,9 +331,16 @@ def _stacked_norm(norms: Sequence[nn.Module], maps: bool) -> Callable[[torch.Ten
     if plain_bn and type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):
         return _StackedBatchNorm(norms, maps)
     if isinstance(first, nn.GroupNorm):
-        return lambda x: _group_norm(norms, x, maps)
+        affine = _Affine(norms)
+        return lambda x: _group_norm(first, affine, len(norms), x, maps)
     if isinstance(first, nn.LayerNorm) and not maps:
-        return lambda x: _layer_norm(norms, x)
+        affine = _Affine(norms)
+
+        def layer_norm(x: torch.Tensor) -> torch.Tensor:  # over each example's features
+            out = F.layer_norm(x.transpose(1, 2), first.normalized_shape, None, None, first.eps)
+            return affine(out).transpose(1, 2)
+
+        return layer_norm
     return lambda x: _each_member(norms, x, maps)  # e.g. ghost batch norm: exact, slower
 
 
@@ -267,34 +349,37 @@ def _each_member(modules: Sequence[nn.Module], x: torch.Tensor, maps: bool) -> t
         return torch.cat(
             [m(part) for m, part in zip(modules, x.chunk(len(modules), 1), strict=True)], 1
         )
-    return torch.stack([m(part) for m, part in zip(modules, x, strict=True)])
+    # [M, F, B]: each member's module sees its [B, F]
+    return torch.stack([m(part.t()).t() for m, part in zip(modules, x, strict=True)])
 
 
-def _affine(norms, x: torch.Tensor, maps: bool) -> torch.Tensor:
-    weights = [getattr(n, "weight", None) for n in norms]
-    if weights[0] is None:
-        return x
-    weight, bias = torch.stack(weights), torch.stack([n.bias for n in norms])
-    return x * weight.unsqueeze(1) + bias.unsqueeze(1)
+class _Affine:
+    """The members' norm gains and shifts (None without `affine`), as shared rows."""
+
+    def __init__(self, norms: Sequence[nn.Module]):
+        self.weight, self.bias = _rows(norms, "weight"), _rows(norms, "bias")
+
+    def flat(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gains and shifts of all members back to back (`[M*F]`), for one fused call."""
+        if self.weight is None:
+            return None, None
+        return self.weight.get().flatten(), self.bias.get().flatten()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (`[M, B, F]`) scaled and shifted by each member's own gain and shift."""
+        if self.weight is None:
+            return x
+        return x * self.weight.get().unsqueeze(1) + self.bias.get().unsqueeze(1)
 
 
-def _layer_norm(norms: Sequence[nn.LayerNorm], x: torch.Tensor) -> torch.Tensor:
-    first = norms[0]
-    out = F.layer_norm(x, first.normalized_shape, None, None, first.eps)
-    return _affine(norms, out, maps=False)
-
-
-def _group_norm(norms: Sequence[nn.GroupNorm], x: torch.Tensor, maps: bool) -> torch.Tensor:
-    first, count = norms[0], len(norms)
+def _group_norm(first: nn.GroupNorm, affine: _Affine, count: int, x, maps: bool):
     if maps:  # [B, M*C, H, W]: M*G groups are exactly each member's G groups
-        weight = torch.cat([n.weight for n in norms]) if first.affine else None
-        bias = torch.cat([n.bias for n in norms]) if first.affine else None
+        weight, bias = affine.flat()
         return F.group_norm(x, count * first.num_groups, weight, bias, first.eps)
-    members, batch, features = x.shape
-    out = F.group_norm(
-        x.reshape(members * batch, features), first.num_groups, None, None, first.eps
-    )
-    return _affine(norms, out.reshape(members, batch, features), maps=False)
+    members, features, batch = x.shape  # groups of each example's features
+    rows = x.transpose(1, 2).reshape(members * batch, features)
+    out = F.group_norm(rows, first.num_groups, None, None, first.eps)
+    return affine(out.reshape(members, batch, features)).transpose(1, 2)
 
 
 class _StackedBatchNorm:
@@ -305,6 +390,7 @@ class _StackedBatchNorm:
     def __init__(self, norms: Sequence[nn.modules.batchnorm._BatchNorm], maps: bool):
         self.norms, self.maps = list(norms), maps
         self.first = norms[0]
+        self.affine = _Affine(norms)
         self.mean = self.var = self.tracked = None
 
     def _stacked_buffers(self) -> None:
@@ -328,19 +414,24 @@ class _StackedBatchNorm:
             self._stacked_buffers()
         if training and first.track_running_stats:
             self.tracked.add_(1)
-        weight = torch.cat([n.weight for n in self.norms]) if first.affine else None
-        bias = torch.cat([n.bias for n in self.norms]) if first.affine else None
+        weight, bias = self.affine.flat()
         use_batch = training or not first.track_running_stats
         if self.maps:
             return F.batch_norm(
                 x, self.mean, self.var, weight, bias, use_batch, first.momentum, first.eps
             )
-        members, batch, features = x.shape
-        columns = x.transpose(0, 1).reshape(batch, members * features)
+        members, features, batch = x.shape  # [M, F, B]: M*F channels of one batch
         out = F.batch_norm(
-            columns, self.mean, self.var, weight, bias, use_batch, first.momentum, first.eps
+            x.reshape(1, members * features, batch),
+            self.mean,
+            self.var,
+            weight,
+            bias,
+            use_batch,
+            first.momentum,
+            first.eps,
         )
-        return out.reshape(batch, members, features).transpose(0, 1)
+        return out.reshape(members, features, batch)
 
 
 def _hidden_block(stack: MemberStack, blocks: Sequence[HiddenBlock], maps: bool) -> Layer:
@@ -361,10 +452,10 @@ def _hidden_block(stack: MemberStack, blocks: Sequence[HiddenBlock], maps: bool)
     pool = blocks[0].pool
     dropouts = [b.dropout for b in blocks]
     randomness = stack.randomness
+    transform = _batched_conv(transforms) if conv else _batched_linear(transforms, randomness)
 
     def block(x: torch.Tensor, shared: bool) -> torch.Tensor:
-        x = _batched_conv(transforms, x) if conv else _batched_linear(transforms, x, randomness)
-        x = pool(norm_and_act(x))
+        x = pool(norm_and_act(transform(x)))
         return _dropout(dropouts, x, maps, randomness)
 
     return block
@@ -392,6 +483,12 @@ def _dropout(dropouts, x: torch.Tensor, maps: bool, randomness: MemberRandomness
         return x
     parts = list(x.chunk(len(dropouts), 1) if maps else x.unbind(0))
     for index in active:
+        part, p = parts[index], dropouts[index].p
+        # the noise nn.Dropout draws on CPU for the solo run's (B, ...) activations, in its
+        # element order: empty_like(input).bernoulli_(1 - p), divided by 1 - p
+        shape = part.shape if maps else part.t().shape
         with randomness.member(index, x.device):
-            parts[index] = F.dropout(parts[index], dropouts[index].p, True)
+            noise = torch.empty(shape, dtype=part.dtype, device=part.device).bernoulli_(1 - p)
+        noise.div_(1 - p)
+        parts[index] = part * (noise if maps else noise.t())
     return torch.cat(parts, 1) if maps else torch.stack(parts)

@@ -3,7 +3,8 @@
 Hydra sets every cell up as usual (its folder, `.hydra/` files, log); the launcher then groups
 the cells into stacks (normlab.stack.plan), writes one spec per stack and runs each in its own
 `python -m normlab.stack.worker` process, as many at once as there are cores (or GPUs: each
-process then sees one GPU). A multi-device (DDP) cell runs through Hydra's own job runner, as
+process then sees one GPU). A multi-device (DDP) cell or an Optuna search trial (it reaches its
+study through its job's environment) runs through Hydra's own job runner, as
 with the basic launcher; every other cell that cannot stack trains as a stack of one, with a
 log line saying why. Finished cells are skipped; a killed stack resumes from its checkpoint.
 """
@@ -88,7 +89,11 @@ class StackedLauncher(Launcher):
                 log.info("already %s, skipped: %s", finished_result(run_dir)["status"], run_dir)
                 continue
             reason = solo_reason(cfg, run_dir)
+            if "NORMLAB_OPTUNA_TRIAL" in (sweep_config.hydra.job.env_set or {}):
+                # a search trial reaches its study through its job's environment
+                reason = "multi-device or search trial: Hydra's job runner"
             if reason and reason.startswith("multi-device"):
+                log.info("through Hydra's job runner (%s): %s", reason, run_dir)
                 ddp.append((offset, sweep_config))
             elif reason:
                 log.info("solo (%s): %s", reason, run_dir)
@@ -97,7 +102,10 @@ class StackedLauncher(Launcher):
                 cells.append((Cell(cfg, run_dir, index), False))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
-        jobs = self._jobs()
+        on_gpu = _gpu_count() > 0 and any(
+            str(cell.cfg.trainer.accelerator) in ("auto", "gpu", "cuda") for cell, _ in cells
+        )
+        jobs = self._jobs(on_gpu)
         stackable = [cell for cell, solo in cells if not solo]
         stacks = plan_stacks(stackable, self.max_members, jobs)
         stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
@@ -118,15 +126,14 @@ class StackedLauncher(Launcher):
                 ret.return_value = cell_score(finished.get("val/acc_best"), run_dir)
         return returns
 
-    def _jobs(self) -> int:
-        """Stack processes at once: `n_jobs`, else one per GPU where there are several, else
-        one per core."""
+    def _jobs(self, on_gpu: bool) -> int:
+        """Stack processes at once: `n_jobs`, else one per GPU when the cells train on GPUs,
+        else one per core."""
         from normlab.utils.threads import available_cores
 
         if self.n_jobs:
             return int(self.n_jobs)
-        gpus = _gpu_count()
-        return gpus if gpus > 1 else available_cores()
+        return _gpu_count() if on_gpu else available_cores()
 
     def _run_stacks(self, stacks, sweep_dir: Path, jobs: int) -> None:
         """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""

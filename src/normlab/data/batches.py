@@ -111,8 +111,12 @@ class ResidentBatches:
             yield from self._chunks(order, skip)
             return
         for index in range(skip, len(self)):
-            batch = self._batch_indices(order, index)
-            yield self.x[batch], self.y[batch]
+            yield self.rows(self._batch_indices(order, index))
+
+    def rows(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at `indices` (normlab.stack.batches gathers several members' at once
+        instead, by handing these indices on)."""
+        return self.x[indices], self.y[indices]
 
     def _batch_indices(self, order: torch.Tensor, index: int) -> torch.Tensor:
         """The example indices of batch `index` of the epoch (this rank's share under DDP)."""
@@ -142,8 +146,7 @@ class ResidentBatches:
             parts = [self._batch_indices(order, index) for index in range(first, done)]
             indices = parts[0] if len(parts) == 1 else torch.cat(parts)
             yield StepChunk(
-                self.x[indices],
-                self.y[indices],
+                *self.rows(indices),
                 tuple(len(part) for part in parts),
                 first,
                 steps,

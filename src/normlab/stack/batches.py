@@ -23,6 +23,10 @@ class MemberBatches:
 
     def __init__(self, loaders: Sequence[ResidentBatches]):
         self.loaders = list(loaders)
+        self.x, self.y = self.loaders[0].x, self.loaders[0].y  # the members' shared data
+        for loader in self.loaders:
+            # each member's loader chooses its examples; one gather here takes all members'
+            loader.rows = _as_indices
         # what Lightning probes on a loader (see ResidentBatches)
         self.sampler = self
         self.batch_sampler = None
@@ -46,7 +50,11 @@ class MemberBatches:
 
     def __iter__(self) -> Iterator[StepChunk]:
         for chunks in zip(*self.loaders, strict=True):
-            x = torch.stack([chunk[0] for chunk in chunks])
-            y = torch.stack([chunk[1] for chunk in chunks])
+            indices = torch.stack([chunk[0] for chunk in chunks])
+            x, y = self.x[indices], self.y[indices]
             first = chunks[0]
             yield first._replace(x=x, y=y) if isinstance(first, StepChunk) else (x, y)
+
+
+def _as_indices(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return indices, indices

@@ -130,10 +130,13 @@ class MemberParameters:
         self.rows: torch.Tensor | None = None
 
     def _bound(self) -> bool:
-        rows = self.rows
-        return rows is not None and all(
-            p is None or p.data_ptr() == rows[i].data_ptr() for i, p in enumerate(self.parameters)
-        )
+        # module.to / load replace all leaves at once: the first and the last tell
+        rows, live = self.rows, self.live_rows
+        if rows is None:
+            return False
+        size = rows[0].numel() * rows.element_size()
+        start = rows.data_ptr()
+        return all(self.parameters[i].data_ptr() == start + i * size for i in (live[0], live[-1]))
 
     def get(self) -> torch.Tensor:
         """The stacked rows, connected to every member's leaf for autograd."""
@@ -443,12 +446,21 @@ def _hidden_block(stack: MemberStack, blocks: Sequence[HiddenBlock], maps: bool)
     ):
         raise NotStackable("hidden blocks must be linear (mlp) or conv (cnn) in every member")
     count = len(blocks)
-    runs = []
-    for start, end in _runs_by([_block_kind(b) for b in blocks]):
-        part = blocks[start:end]
-        norm = _stacked_norm([b.norm for b in part], maps)
-        runs.append((start, end, _norm_and_act(norm, part[0].act, part[0].norm_before_act)))
-    norm_and_act = _per_run(runs, maps, count)
+    if len({b.norm_before_act for b in blocks}) == 1:
+        # norms in runs of one norm kind, activations in runs of one activation kind
+        norms, acts = [b.norm for b in blocks], [b.act for b in blocks]
+        norm = _norm_runs(norms, maps)
+        act = _per_run(
+            [(s, e, acts[s]) for s, e in _runs_by([_kind(a) for a in acts])], maps, count
+        )
+        norm_and_act = _norm_and_act(norm, act, blocks[0].norm_before_act)
+    else:
+        runs = []
+        for start, end in _runs_by([_block_kind(b) for b in blocks]):
+            part = blocks[start:end]
+            norm = _stacked_norm([b.norm for b in part], maps)
+            runs.append((start, end, _norm_and_act(norm, part[0].act, part[0].norm_before_act)))
+        norm_and_act = _per_run(runs, maps, count)
     pool = blocks[0].pool
     dropouts = [b.dropout for b in blocks]
     randomness = stack.randomness

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from normlab.pipeline import train, train_members
 from normlab.stack.plan import Cell, plan_stacks, solo_reason, stack_key
 
@@ -210,3 +212,17 @@ def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path,
         assert (cell / "metrics.csv").read_bytes() == (expected[name] / "metrics.csv").read_bytes()
         provenance = json.loads((cell / "provenance.json").read_text())
         assert provenance["stack"]["members"] == 2
+
+
+def test_each_member_logs_to_its_own_wandb_run(compose_cfg, tmp_path):
+    from wandb_reader import wandb_history
+
+    cfgs = [
+        compose_cfg("data=synthetic", "trainer=debug", "logger=wandb", f"seed={s}") for s in (0, 1)
+    ]
+    dirs = [tmp_path / "m0", tmp_path / "m1"]
+    train_members(cfgs, dirs, tmp_path / "stack")
+    for run_dir in dirs:
+        assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+        logged = [row["train/loss"] for row in wandb_history(run_dir) if "train/loss" in row]
+        assert logged and logged == pytest.approx(step_losses(run_dir), rel=1e-6)

@@ -41,7 +41,8 @@ def build_loggers(
             mode=wandb_cfg.mode.value,
             config=config,
             log_model=wandb_cfg.log_model,
-            reinit="finish_previous",
+            # a stack trains several members, each with its own run, in one process
+            reinit="create_new",
             settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
         )
         # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run

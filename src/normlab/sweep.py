@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 
 log = logging.getLogger("normlab")
@@ -79,47 +81,127 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+CELL_LEASE_ENV = "NORMLAB_CELL_LEASE_S"
+DEFAULT_CELL_LEASE_S = 600.0
+# a takeover guard is held for milliseconds; one older than this was left by a crash
+_TAKEOVER_GUARD_S = 60.0
+
+
+def cell_lease_seconds() -> float:
+    """How long a cell lock stays valid without a refresh: $NORMLAB_CELL_LEASE_S, or 10 minutes."""
+    text = os.environ.get(CELL_LEASE_ENV, str(DEFAULT_CELL_LEASE_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"{CELL_LEASE_ENV}={text}: must be a number of seconds > 0, e.g. 600")
+    return value
+
+
+def _age_s(path: Path) -> float | None:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 class CellLock:
     """An exclusive lock file in a cell folder, so two identical sweeps never run one cell twice.
 
-    A lock left by a dead process on this host is stale and taken over.
+    The lock is a lease: while it is held a daemon thread touches the file every lease/4, so
+    a lock whose file is older than the lease belongs to a process that is gone, on any host
+    (a cell requeued on another node takes it over). A lock left by a dead process on this
+    host is stale at once.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, lease_s: float | None = None):
         self.path = Path(run_dir) / ".cell.lock"
+        self.lease_s = cell_lease_seconds() if lease_s is None else lease_s
         self.held = False
+        self._token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     def acquire(self) -> bool:
         """True when this process now owns the cell."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(
-                    {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle
-                )
-            self.held = True
-            return True
-        return False
+        if not self._create() and not self._take_over():
+            return False
+        self.held = True
+        self._stop.clear()
+        self._refresher = threading.Thread(
+            target=self._refresh, name=f"cell-lease {self.path.parent.name}", daemon=True
+        )
+        self._refresher.start()
+        return True
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        with os.fdopen(fd, "w") as handle:
+            json.dump({**owner, "token": self._token, "lease_s": self.lease_s}, handle)
+        return True
+
+    def _take_over(self) -> bool:
+        """Replace a stale lock. One process at a time (an O_EXCL guard file), and the lock is
+        judged again under the guard, so two processes never both take over one stale lock."""
+        guard = self.path.with_name(".cell.lock.takeover")
+        if (_age_s(guard) or 0.0) > _TAKEOVER_GUARD_S:
+            guard.unlink(missing_ok=True)
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False  # another process is taking it over right now
+        try:
+            if not self._stale():
+                return False
+            self.path.unlink(missing_ok=True)
+            return self._create()
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # gone, or its owner is still writing it
 
     def _stale(self) -> bool:
-        try:
-            owner = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+        age = _age_s(self.path)
+        if age is None:
+            return True
+        owner = self._owner() or {}
+        lease = float(owner.get("lease_s", self.lease_s))
+        if age > lease:
             return True
         return owner.get("host") == socket.gethostname() and not _pid_alive(
             int(owner.get("pid", 0))
         )
 
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            if (self._owner() or {}).get("token") != self._token:
+                log.warning("lost the lock of %s (taken over after a missed lease)", self.path)
+                return
+            try:
+                os.utime(self.path)
+            except OSError as exc:  # a shared filesystem hiccup: the next refresh tries again
+                log.warning("could not refresh the lock of %s: %s", self.path, exc)
+
     def release(self) -> None:
-        if self.held:
+        """Stop refreshing and remove the lock file (when it is still this process's)."""
+        if not self.held:
+            return
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join()
+            self._refresher = None
+        if (self._owner() or {}).get("token") == self._token:
             self.path.unlink(missing_ok=True)
-            self.held = False
+        self.held = False
 
 
 def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:

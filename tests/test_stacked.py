@@ -226,3 +226,17 @@ def test_each_member_logs_to_its_own_wandb_run(compose_cfg, tmp_path):
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
         logged = [row["train/loss"] for row in wandb_history(run_dir) if "train/loss" in row]
         assert logged and logged == pytest.approx(step_losses(run_dir), rel=1e-6)
+
+
+def test_an_early_stopped_member_ends_as_its_solo_run(compose_cfg, tmp_path):
+    common = [*PER_STEP, "trainer.max_steps=200", "trainer.val_check_interval=10"]
+    stops = ["regularizer=[early_stopping]", "regularizer.early_stopping.patience=1", "seed=3"]
+    cfgs = [compose_cfg(*common, *stops), compose_cfg(*common, "seed=1")]
+    dirs = [tmp_path / "stops", tmp_path / "trains_on"]
+    stopped, trained = train_members(cfgs, dirs, tmp_path / "stack")
+    solo = train(cfgs[0], tmp_path / "solo")
+    assert solo["steps"] < 200, "the solo run should stop early for this test to mean anything"
+    assert stopped["steps"] == solo["steps"] and trained["steps"] == 200
+    assert stopped["test/acc"] == pytest.approx(solo["test/acc"], abs=1e-6)
+    assert stopped["val/acc_best"] == pytest.approx(solo["val/acc_best"], abs=1e-6)
+    assert len(step_losses(dirs[0])) == len(step_losses(tmp_path / "solo"))

@@ -189,6 +189,8 @@ def train_members(
     for member, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
         outcome, details, steps = status, problem, trainer.global_step
         own_tests = member_metrics(tested, member, len(cfgs))
+        if member in module.stopped:  # early stopping: the run ended at that validation
+            steps = module.stopped[member]
         if member in module.diverged:
             step, loss = module.diverged[member]
             outcome, own_tests, steps = "diverged", {}, step + 1

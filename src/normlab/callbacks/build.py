@@ -8,6 +8,7 @@ from pathlib import Path
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from normlab.callbacks.instruments import Instruments
+from normlab.callbacks.member_stopping import MemberEarlyStopping
 from normlab.callbacks.preemption import CheckpointOnPreemption
 from normlab.callbacks.pruning import OptunaPruning, TrialLink
 
@@ -35,8 +36,11 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
             )
         )
         callbacks.append(CheckpointOnPreemption(last_checkpoint(run_dir)))
-    stopping = cfg.regularizer.get("early_stopping")
-    if stopping is not None:
+    rules = [member.regularizer.get("early_stopping") for member in members or [cfg]]
+    stopping = rules[0]
+    if len(rules) > 1 and any(rule is not None for rule in rules):
+        callbacks.append(MemberEarlyStopping(rules))  # each member stops on its own
+    elif stopping is not None:
         callbacks.append(
             EarlyStopping(
                 monitor=stopping.monitor,

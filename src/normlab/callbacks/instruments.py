@@ -73,7 +73,8 @@ class Instruments(Callback):
         self._step = step
         histograms = self.histograms and _wandb(trainer) is not None
         for member, model in enumerate(member_networks(pl_module)):
-            self._record_probe(pl_module, member, model, histograms=histograms)
+            if pl_module.active(member):  # a stopped or diverged member records no more
+                self._record_probe(pl_module, member, model, histograms=histograms)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -82,6 +83,9 @@ class Instruments(Callback):
             return
         self._before = []
         for member, model in enumerate(member_networks(pl_module)):
+            if not pl_module.active(member):
+                self._before.append({})
+                continue
             weights = layer_weights(model)
             self._metrics.update(_named(pl_module, member, gradient_metrics(weights)))
             self._before.append(snapshot(weights))
@@ -99,6 +103,8 @@ class Instruments(Callback):
         for member, (model, before) in enumerate(
             zip(member_networks(pl_module), self._before, strict=False)
         ):
+            if not before:
+                continue
             ratios = update_ratios(layer_weights(model), before)
             self._metrics.update(_named(pl_module, member, ratios))
         self._log(trainer, self._step)
@@ -111,6 +117,8 @@ class Instruments(Callback):
         batches = list(islice(loader, int(limit) if limit != float("inf") else None))
         if batches:
             for member, model in enumerate(member_networks(pl_module)):
+                if member in pl_module.diverged:
+                    continue
                 metrics = test_time_metrics(model, batches, self.shift)
                 pl_module.log_dict(_named(pl_module, member, metrics))
 

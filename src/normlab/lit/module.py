@@ -108,6 +108,10 @@ class ClassifierModule(pl.LightningModule):
         self.restored_validated_last: bool | None = None
         self.restored_schedules: dict | None = None
         self.diverged: dict[int, tuple[int, float]] = {}  # member -> (step, loss)
+        # early-stopped members: the step they stopped at, and their state then (restored
+        # when the fit ends, so the test and the result are the stopped member's)
+        self.stopped: dict[int, int] = {}
+        self.stopped_states: dict[int, dict[str, torch.Tensor]] = {}
         self.member_groups: list[list[dict]] = []  # each member's optimizer groups
         self.schedules: MemberSchedules | None = None
 
@@ -122,8 +126,27 @@ class ClassifierModule(pl.LightningModule):
         return name if self.members == 1 else f"members/{member}/{name}"
 
     def active(self, member: int) -> bool:
-        """Whether member `member` still trains (it has not diverged)."""
-        return member not in self.diverged
+        """Whether member `member` still trains (it has neither diverged nor stopped early)."""
+        return member not in self.diverged and member not in self.stopped
+
+    def stop_member(self, member: int) -> None:
+        """Early stopping of one member: keep its state of now for the test, log it no more;
+        the stack stops when no member trains any more."""
+        network = self.model.members[member]
+        self.stopped[member] = self.global_step
+        self.stopped_states[member] = {
+            key: value.detach().clone() for key, value in network.state_dict().items()
+        }
+        self._stop_when_done()
+
+    def _stop_when_done(self) -> None:
+        if not any(self.active(member) for member in range(self.members)):
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        # a stopped member's weights went on moving with the stack's steps: put back its own
+        for member, state in self.stopped_states.items():
+            self.model.members[member].load_state_dict(state)
 
     def best_val_acc(self, member: int = 0) -> float | None:
         """The best validation accuracy so far (restored on resume), None before any validation."""
@@ -243,8 +266,7 @@ class ClassifierModule(pl.LightningModule):
             metrics[key("train/loss")] = loss_sum / count
             metrics[key("train/acc")] = correct / count
             metrics[key("train/lr")] = float(lrs[member])
-        if len(self.diverged) == self.members:
-            self.trainer.should_stop = True
+        self._stop_when_done()
         if metrics:
             self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         self.train_sums.zero_()
@@ -252,8 +274,10 @@ class ClassifierModule(pl.LightningModule):
     def _evaluate(self, batch, losses: nn.ModuleList, accuracies: nn.ModuleList) -> None:
         x, y = batch
         logits = self.model(x, shared=True)
+        testing = self.trainer.testing
         for member in range(self.members):
-            if not self.active(member):  # a diverged member's outputs are NaN: nothing to add
+            # a diverged member's outputs are NaN; an early-stopped one is still tested
+            if member in self.diverged or not (testing or self.active(member)):
                 continue
             losses[member].update(F.cross_entropy(logits[member], y), weight=len(y))
             accuracies[member].update(logits[member], y)
@@ -282,7 +306,7 @@ class ClassifierModule(pl.LightningModule):
         metrics = {}
         for member in range(self.members):
             key = partial_key(self, member)
-            if self.active(member):
+            if member not in self.diverged:
                 metrics[key("test/loss")] = self.test_loss[member].compute()
                 metrics[key("test/acc")] = self.test_acc[member].compute()
             self.test_loss[member].reset()
@@ -355,6 +379,7 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["normlab_rng"] = self.model.randomness.state_dict()
         checkpoint["normlab_validated_last"] = self.validated_last_chunk
         checkpoint["normlab_diverged"] = dict(self.diverged)
+        checkpoint["normlab_stopped"] = {"steps": self.stopped, "states": self.stopped_states}
         if self.trainer.world_size > 1:
             # every rank saves (rank 0 writes): keep each rank's window sums, or the resumed
             # run's first logged train/loss and train/acc would differ from an uninterrupted one
@@ -366,6 +391,8 @@ class ClassifierModule(pl.LightningModule):
         if "normlab_rng" in checkpoint:
             self.model.randomness.load_state_dict(checkpoint["normlab_rng"])
         self.diverged = dict(checkpoint.get("normlab_diverged", {}))
+        stopped = checkpoint.get("normlab_stopped", {"steps": {}, "states": {}})
+        self.stopped, self.stopped_states = dict(stopped["steps"]), dict(stopped["states"])
         self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
         self.restored_validated_last = checkpoint.get("normlab_validated_last")
         rank_rng = checkpoint.get("normlab_rank_rng")

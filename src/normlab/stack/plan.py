@@ -77,8 +77,6 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
         return "multi-device training (DDP) runs one cell per process group"
     if cfg.compile:
         return "compile=true compiles one network, not a stack"
-    if cfg.regularizer.get("early_stopping") is not None:
-        return "early stopping stops a whole trainer (not yet per member)"
     if last_checkpoint(run_dir).is_file():
         return "it resumes its own solo checkpoint"
     return None

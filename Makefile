@@ -34,7 +34,7 @@ data: $(STAMP) ## Fashion-MNIST: Debian's package where apt works, else a checks
 train: $(STAMP) ## train the default config (ARGS="norm=none activation=relu ...")
 	$(PY) -m normlab.train $(ARGS)
 
-ablation: $(STAMP) ## the main job: bn_sigmoid_vs_relu sweep (2 act x 2 norm x 3 seeds) + report
+ablation: $(STAMP) ## the main job: bn_sigmoid_vs_relu sweep (2 act x 2 norm x 3 seeds, stacked) + report
 	$(PY) -m normlab.train -m experiment=bn_sigmoid_vs_relu $(ARGS)
 
 reproduce: $(STAMP) ## the BatchNorm paper's Figure 1 setup at its full 50k-step budget + report
@@ -46,7 +46,9 @@ report: $(STAMP) ## rebuild a sweep's report: make report SWEEP=outputs/multirun
 bench: $(STAMP) ## steps/s vs a raw PyTorch loop + sweep wall time (ARGS="--repeats 3 ...")
 	$(PY) -m normlab.bench --json outputs/bench/bench.json $(ARGS)
 
-test: $(STAMP) ## the test suite (fast tests; slow ones: make test-all)
+test: $(STAMP) ## lint, then the test suite (fast tests; slow ones: make test-all)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 	$(PY) -m pytest -q
 
 test-all: $(STAMP) ## every test, including the slow science checks

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,15 @@ def test_cli_error_is_one_line_with_exit_code_2(args, key, cli_env):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("normlab: ") and key in lines[-1], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_every_command_is_a_console_script_with_a_real_help():
+    bin_dir = Path(sys.executable).parent
+    for command in ("normlab-report", "normlab-bench", "normlab-reproduce"):
+        done = subprocess.run([bin_dir / command, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0 and "usage:" in done.stdout, command
+    done = subprocess.run([bin_dir / "normlab-train", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.startswith("normlab-train: normalization ablations")
+    assert "== Presets (-m experiment=NAME) ==" in done.stdout
+    assert "norm: batch, group, layer, none" in done.stdout

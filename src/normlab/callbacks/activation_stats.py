@@ -3,6 +3,8 @@ dead units and unit symmetry. Pure tensor functions; every result stays on the d
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -19,6 +21,13 @@ def units_last(values: torch.Tensor) -> torch.Tensor:
     return values.movedim(1, -1).reshape(-1, values.shape[1])
 
 
+def sorting_needed(values: torch.Tensor) -> bool:
+    """Whether order statistics and histograms of `values` must go through a sort:
+    `torch.kthvalue` and `torch.histc` have no deterministic CUDA kernels, so with
+    `trainer.deterministic=true` (torch.use_deterministic_algorithms) off the CPU they raise."""
+    return torch.are_deterministic_algorithms_enabled() and values.device.type != "cpu"
+
+
 def order_statistic(flat: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th smallest entry (0-based) of a 1-D tensor, without a full sort.
 
@@ -30,22 +39,43 @@ def order_statistic(flat: torch.Tensor, k: int) -> torch.Tensor:
     return flat.kthvalue(k + 1).values
 
 
-def percentiles(values: torch.Tensor, qs: tuple[float, ...] = PERCENTILES) -> torch.Tensor:
+def percentiles(
+    values: torch.Tensor, qs: tuple[float, ...] = PERCENTILES, *, by_sort: bool | None = None
+) -> torch.Tensor:
     """Percentiles `qs` (0..100) of all entries, interpolated linearly like numpy's default.
 
     Two order statistics per percentile, with no size limit (unlike `torch.quantile`): the
-    probe's pooled pre-activations can be large.
+    probe's pooled pre-activations can be large. `by_sort`: read them from one sort (the
+    deterministic way, same numbers) instead of partial selections; None: `sorting_needed`.
     """
     flat = values.detach().reshape(-1).float()
+    if by_sort is None:
+        by_sort = sorting_needed(flat)
+    kth = flat.sort().values.__getitem__ if by_sort else functools.partial(order_statistic, flat)
     last = flat.numel() - 1
     results = []
     for q in qs:
         position = q / 100 * last
         rank = int(position)
-        below = order_statistic(flat, rank)
-        above = order_statistic(flat, rank + 1) if rank < last else below
+        below = kth(rank)
+        above = kth(rank + 1) if rank < last else below
         results.append(below + (above - below) * (position - rank))
     return torch.stack(results)
+
+
+def histc_by_sort(values: torch.Tensor, bins: int, low: float, high: float) -> torch.Tensor:
+    """`torch.histc(values, bins, low, high)` bit for bit, from deterministic ops: each value's
+    bin by histc's own float32 formula, then the counts by `searchsorted` on the sorted bins."""
+    ordered = values.detach().reshape(-1).float().sort().values
+    edges = torch.linspace(low, high, bins + 1, device=ordered.device)  # histc's outer edges
+    left, right = edges[0], edges[-1]
+    inside = (ordered >= left) & (ordered <= right)
+    # a value on the right edge falls in the last bin; values outside (and NaN) are not counted
+    in_bin = ((ordered - left) * bins / (right - left)).long().clamp(0, bins - 1)
+    below = ordered < left
+    index = torch.where(inside, in_bin, torch.where(below, -1, bins))  # sorted, as `ordered` is
+    starts = torch.searchsorted(index, torch.arange(bins + 1, device=ordered.device))
+    return starts.diff().to(ordered.dtype)
 
 
 def distribution(values: torch.Tensor) -> dict[str, torch.Tensor]:

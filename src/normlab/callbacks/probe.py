@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from normlab.callbacks.activation_stats import layer_metrics
+from normlab.callbacks.activation_stats import histc_by_sort, layer_metrics, sorting_needed
 from normlab.callbacks.bn_diagnostics import batch_norm_layers, running_stat_gap
 from normlab.models.build import hidden_blocks
 
@@ -81,9 +81,14 @@ def probe_metrics(
     return metrics, preactivations
 
 
-def histogram(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(counts, bin edges) of `values` over their range, HISTOGRAM_BINS bins."""
+def histogram(
+    values: torch.Tensor, *, by_sort: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts, bin edges) of `values` over their range, HISTOGRAM_BINS bins. `by_sort`: count
+    through a sort (deterministic, same counts) instead of `torch.histc`; None: `sorting_needed`."""
     low, high = torch.stack([values.min(), values.max()]).float().tolist()
     high = max(high, low + 1e-6)  # a constant layer (zero init) still gets a valid range
-    counts = torch.histc(values.float(), HISTOGRAM_BINS, low, high)
+    if by_sort is None:
+        by_sort = sorting_needed(values)
+    counts = (histc_by_sort if by_sort else torch.histc)(values.float(), HISTOGRAM_BINS, low, high)
     return counts, torch.linspace(low, high, HISTOGRAM_BINS + 1)

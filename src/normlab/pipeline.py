@@ -23,25 +23,20 @@ from normlab.callbacks.pruning import Pruned
 from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
+from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
 from normlab.lit.module import Diverged
 from normlab.lit.step_plan import StepPlan
 from normlab.models.build import seeded_network
 from normlab.paths import REPO_DIR
 from normlab.stack.loggers import MemberLoggers, member_metrics
 from normlab.stack.network import MemberRandomness, MemberStack
-from normlab.utils.distributed import (
-    batch_layout,
-    distributed_kwargs,
-    finish_distributed,
-    is_global_zero,
-    threads_per_rank,
-)
 from normlab.utils.files import write_json_atomic, write_text_atomic
 from normlab.utils.loggers import build_loggers, finish_wandb
 from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
 from normlab.utils.provenance import write_provenance
+from normlab.utils.ranks import is_global_zero
 from normlab.utils.seeding import run_seeds
-from normlab.utils.threads import apply_thread_policy
+from normlab.utils.threads import apply_thread_policy, threads_per_rank
 
 log = logging.getLogger("normlab")
 

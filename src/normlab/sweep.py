@@ -246,7 +246,7 @@ def run_cell(cfg, run_dir: Path) -> float | None:
 
     from normlab.analysis.progress import sweep_progress
     from normlab.pipeline import train
-    from normlab.utils.distributed import is_global_zero
+    from normlab.utils.ranks import is_global_zero
 
     finished = finished_result(run_dir)
     if finished is not None:

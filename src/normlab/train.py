@@ -22,7 +22,7 @@ from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
 from normlab.sweep import SWEEP_KEY_ENV, cell_score, record_failure, run_cell, sweep_key
-from normlab.utils.distributed import slurm_run_overrides
+from normlab.utils.slurm import slurm_run_overrides
 
 log = logging.getLogger("normlab")
 

@@ -13,9 +13,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.schema import TrainConfig
-from normlab.utils.distributed import check_distributed
+from normlab.utils.ranks import per_device_batch
 
 _BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 _BOUND_TEST = {
@@ -133,8 +134,7 @@ def check_norm(cfg: DictConfig) -> None:
                 f"(model.width={cfg.model.width}); pick a divisor, e.g. one of {divisors}"
             )
     if norm.name == "batch":
-        devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
-        per_device = cfg.data.batch_size // max(1, devices * cfg.trainer.num_nodes)
+        per_device = per_device_batch(cfg.trainer, cfg.data.batch_size) or cfg.data.batch_size
         if per_device < 2:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size}: batch norm needs at least 2 "

@@ -17,6 +17,7 @@ import sys
 import threading
 import warnings
 from inspect import signature
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from normlab.lit.lightning_compat import DDPStrategyWithLauncher, ScriptLauncher
 from normlab.models.sync_batchnorm import convert_to_sync, revert_from_sync
+from normlab.utils.ranks import world_size
 
 log = logging.getLogger("normlab")
 
@@ -185,3 +187,35 @@ class BatchNormSync(LayerSync):
 
     def revert(self, model: nn.Module) -> nn.Module:
         return revert_from_sync(model)
+
+
+def distributed_kwargs(cfg) -> dict[str, Any]:
+    """Trainer arguments of a multi-process run: normlab's DDP strategy and, with `norm.sync`,
+    batch norms synchronized across ranks. Empty for a single process."""
+    strategy = cfg.trainer.strategy
+    if not (strategy == "ddp" or (strategy == "auto" and world_size(cfg.trainer) != 1)):
+        return {}
+    return {
+        "strategy": NormlabDDPStrategy(cfg),
+        "plugins": [BatchNormSync()] if cfg.norm.sync else [],
+    }
+
+
+def batch_layout(trainer, cfg) -> dict[str, Any]:
+    """How the global batch was split, for result.json."""
+    world = trainer.world_size
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return {
+        "world_size": world,
+        "per_device_batch_size": cfg.data.batch_size // world,
+        "norm_sync": bool(world > 1 and cfg.norm.sync),
+        "cluster": type(environment).__name__ if environment is not None else None,
+    }
+
+
+def finish_distributed(trainer) -> None:
+    """Leave the process group; rank 0 also waits for the ranks it started and restores its
+    environment, so the next cell of a sweep starts a fresh group."""
+    release = getattr(trainer.strategy, "release", None)
+    if release is not None:
+        release()

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from normlab.utils.ranks import devices_per_node, launched_externally
+
 
 def available_cores() -> int:
     """Cores this process may run on (respects taskset / cgroup affinity)."""
@@ -45,3 +47,15 @@ def apply_thread_policy(requested: int | None) -> int:
     threads = requested or policy
     torch.set_num_threads(threads)
     return threads
+
+
+def threads_per_rank(trainer_cfg) -> int | None:
+    """Torch threads when this node's ranks share its cores (normlab starts them), else None.
+
+    Two 2-thread processes on 2 cores ran 8-11x slower each than two 1-thread ones (measured).
+    Under SLURM or torchrun each task has cores of its own, so the usual policy applies.
+    """
+    per_node = devices_per_node(trainer_cfg) or 1
+    if per_node == 1 or launched_externally():
+        return None
+    return max(1, available_cores() // (parallel_jobs() * per_node))

@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-
-def normlab(module: str, *args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+from helpers import normlab
 
 
 def test_cli_run_prints_accuracy_and_leaves_one_run_folder(cli_env, tmp_path):

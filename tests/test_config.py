@@ -8,16 +8,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import TINY
+from helpers import options
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate
 from normlab.models.build import build_model
 from normlab.paths import CONFIG_DIR
-
-
-def options(group: str) -> list[str]:
-    """Every option of a config group, read from conf/ (so the tests follow the folder)."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def test_every_group_has_the_documented_options():

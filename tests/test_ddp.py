@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from conftest import cli_environment
+from helpers import normlab, start_training, wait_for_step
 from normlab.config.errors import ConfigError
 from normlab.config.validate import validate
 from normlab.data.batches import ResidentBatches
@@ -28,8 +29,6 @@ from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
 from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
 from sync_bn_worker import sync_bn_rank
-from test_cli import normlab
-from test_reliability import start_training, wait_for_step
 
 STEPS = 30
 PARITY = [

@@ -31,8 +31,11 @@ def one_layer_net(activation: nn.Module, bias: float = 0.0, in_features: int = 5
 
 
 def recorded(run_dir: Path, column: str) -> pd.DataFrame:
-    """The metrics.csv rows that hold `column`."""
-    return pd.read_csv(run_dir / "metrics.csv").dropna(subset=[column])
+    """The metrics.csv rows that hold `column` (at least one: a check over no rows checks
+    nothing)."""
+    rows = pd.read_csv(run_dir / "metrics.csv").dropna(subset=[column])
+    assert len(rows) > 0, f"no metrics.csv row holds {column}"
+    return rows
 
 
 @pytest.mark.parametrize("shape", [(1000, 100), (7, 13), (3,), (1,)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from test_config import options
+from helpers import options
 
 GPUS = {"gpu": 1, "ddp": 2}  # trainer options that need GPUs
 

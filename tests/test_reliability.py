@@ -4,8 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,9 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from conftest import TINY
+from helpers import normlab, same_result, start_training, wait_for_step
 from normlab.config.resolvers import register_resolvers
 from normlab.pipeline import train
-from test_cli import normlab
 
 # 3,000 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
 LONG = [
@@ -28,39 +26,8 @@ LONG = [
 ]
 
 
-def start_training(env: dict, *args: str) -> subprocess.Popen:
-    """`python -m normlab.train ARGS` in the background (to be interrupted), stderr captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "normlab.train", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def start(run_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
     return start_training(env, *LONG, *extra, f"hydra.run.dir={run_dir}")
-
-
-def wait_for_step(
-    run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120
-) -> None:
-    """Block until metrics.csv has a row at or past `step` (and a checkpoint exists)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        metrics = run_dir / "metrics.csv"
-        if (run_dir / "checkpoints" / "last.ckpt").is_file() and metrics.is_file():
-            steps = [
-                int(line.split(",")[1])
-                for line in metrics.read_text().splitlines()[1:]
-                if line.count(",") > 1 and line.split(",")[1].isdigit()
-            ]
-            if steps and max(steps) >= step:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +39,6 @@ def uninterrupted(tmp_path_factory) -> Path:
     done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=env)
     assert done.returncode == 0, done.stderr
     return run_dir
-
-
-def same_result(a: Path, b: Path) -> None:
-    keep = ("test/acc", "test/loss", "val/acc_best", "steps", "status")
-    first, second = (json.loads((d / "result.json").read_text()) for d in (a, b))
-    assert {k: first[k] for k in keep} == {k: second[k] for k in keep}
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, cli_env, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_environment
-from test_cli import normlab
+from helpers import normlab
 
 pytestmark = pytest.mark.slow
 

@@ -240,3 +240,36 @@ def test_an_early_stopped_member_ends_as_its_solo_run(compose_cfg, tmp_path):
     assert stopped["test/acc"] == pytest.approx(solo["test/acc"], abs=1e-6)
     assert stopped["val/acc_best"] == pytest.approx(solo["val/acc_best"], abs=1e-6)
     assert len(step_losses(dirs[0])) == len(step_losses(tmp_path / "solo"))
+
+
+def configuration_accuracies(sweep_root: Path) -> dict[tuple[str, str], list[float]]:
+    found: dict[tuple[str, str], list[float]] = {}
+    for cell in cells_of(sweep_root).values():
+        result = json.loads((cell / "result.json").read_text())
+        key = tuple(part for part in cell.name.split(",") if not part.startswith("seed="))
+        found.setdefault(key, []).append(result["test/acc"])
+    return found
+
+
+@pytest.mark.slow  # two 12-cell ablations on Fashion-MNIST: ~3 min on 2 cores
+def test_a_stacked_ablation_agrees_with_the_solo_sweep(tmp_path, data_dir):
+    from conftest import cli_environment
+
+    runs = {}
+    for launcher in ("basic", "stacked"):
+        env = cli_environment(tmp_path / launcher)
+        command = [sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"]
+        done = subprocess.run(
+            [*command, f"hydra/launcher={launcher}"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[launcher] = configuration_accuracies(tmp_path / launcher)
+    assert list((tmp_path / "stacked").glob("outputs/multirun/*/*/report/report.md"))
+    t_975 = 4.303  # Student's t, 2 degrees of freedom (3 seeds)
+    for key, solo in runs["basic"].items():
+        stacked = runs["stacked"][key]
+        assert len(solo) == len(stacked) == 3
+        mean = sum(solo) / 3
+        std = (sum((a - mean) ** 2 for a in solo) / 2) ** 0.5
+        half_width = t_975 * std / 3**0.5
+        assert abs(sum(stacked) / 3 - mean) <= half_width, (key, solo, stacked)

@@ -7,10 +7,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from conftest import TINY
+from helpers import same_result
 from normlab.data.batches import ResidentBatches, StepChunk
 from normlab.lit.step_plan import StepPlan
 from normlab.pipeline import train
-from test_reliability import same_result
 
 # synthetic: 800 training examples in batches of 32 -> 25 steps an epoch
 

@@ -41,6 +41,11 @@ INVALID = [
     (["init=normal", "init.weight.sd=0.1"], "init.weight"),
     (["trainer.max_steps=-1", "trainer.max_epochs=-1"], "trainer.max_steps"),
     (["seed=-3"], "seed"),
+    (["paths.output_dir=/proc/forbidden"], "paths.output_dir=/proc/forbidden"),
+    (["hydra/launcher=nonexistent"], "'hydra/launcher/nonexistent'; available: basic, joblib"),
+    (["-m", "hydra.job.name=a,b"], "hydra.job.name"),
+    (["regularizer=[dropout,dropout]"], "regularizer=[dropout,dropout]: dropout is listed twice"),
+    (["-m", "regularizer=[l2],[dropout,l2,dropout]"], "regularizer=[dropout,l2]"),
 ]
 
 
@@ -51,3 +56,19 @@ def test_invalid_command_line_fails_in_one_line(args, key, cli_env):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("normlab: config error:") and key in lines[0], lines[0]
+
+
+def test_invalid_lease_environment_fails_in_one_line(cli_env):
+    done = normlab("normlab.train", env={**cli_env, "NORMLAB_CELL_LEASE_S": "ten"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "normlab: config error: NORMLAB_CELL_LEASE_S=ten: must be a number of seconds > 0, e.g. 600"
+    )
+
+
+def test_data_error_names_the_dataset_as_the_user_writes_it(cli_env):
+    done = normlab(
+        "normlab.train", "data=digits", "data.val_size=5000", "trainer=debug", env=cli_env
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "(data=digits has 1437)" in done.stderr and "DatasetName" not in done.stderr, done.stderr

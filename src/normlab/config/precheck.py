@@ -2,13 +2,18 @@
 
 Hydra reports composition errors over several lines; normlab turns every config mistake
 into one line that names the key and the fix, and exits before a run folder or a sweep starts.
-A multirun is checked on its first cell (the first value of every swept key).
+A multirun is checked on its first cell (the first value of every swept key), Hydra's own
+overrides (`hydra/launcher=...`, `hydra.launcher.n_jobs=...`) included.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -31,7 +36,8 @@ def _options_hint(message: str) -> str:
 def explain(exc: BaseException) -> str:
     """One line from a Hydra / OmegaConf composition error: what, which key, how to fix."""
     if isinstance(exc, MissingConfigException):
-        first = str(exc).strip().splitlines()[0].removeprefix("In 'train': ")
+        first = str(exc).strip().splitlines()[0]
+        first = first.removeprefix("In 'train': ").removeprefix("In 'hydra/config': ")
         return first + _options_hint(str(exc))
     parts = []
     for error in (exc, exc.__cause__):
@@ -49,11 +55,12 @@ def explain(exc: BaseException) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def first_cell(overrides: list[str]) -> list[str]:
-    """The overrides of a multirun's first cell; Hydra's own overrides dropped."""
+def first_cell(overrides: list[str], *, keep_hydra: bool = False) -> list[str]:
+    """The overrides of a multirun's first cell; Hydra's own overrides dropped unless
+    `keep_hydra`."""
     cell = []
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_hydra_override():
+        if override.is_hydra_override() and not keep_hydra:
             continue
         if override.is_sweep_override():
             value = next(iter(override.sweep_string_iterator()))
@@ -64,13 +71,81 @@ def first_cell(overrides: list[str]) -> list[str]:
     return cell
 
 
-def compose_checked(config_dir: str, config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose and validate, raising ConfigError with one line on any mistake."""
+def check_hydra_not_swept(overrides: list[Override]) -> None:
+    """Hydra's own settings take one value per command line (Hydra refuses a sweep of them)."""
+    for override in overrides:
+        if override.is_hydra_override() and override.is_sweep_override():
+            raise ConfigError(
+                f"{override.input_line}: Hydra's own settings cannot be swept; give "
+                f"{override.get_key_element()} one value (or quote a value holding commas)"
+            )
+
+
+def check_group_lists(overrides: list[Override], config_dir: str) -> None:
+    """A list of options of a group (`regularizer=[l2,dropout]`) names each option once: Hydra
+    would merge a repeated one silently. Every value of a swept list is checked."""
+    for override in overrides:
+        if override.is_delete() or not (Path(config_dir) / override.key_or_group).is_dir():
+            continue
+        values = override.sweep_iterator() if override.is_sweep_override() else [override.value()]
+        for options in values:
+            if not isinstance(options, list):
+                continue
+            repeated = [o for i, o in enumerate(options) if o in options[:i]]
+            if repeated:
+                unique = ",".join(dict.fromkeys(str(o) for o in options))
+                raise ConfigError(
+                    f"{override.key_or_group}=[{','.join(map(str, options))}]: {repeated[0]} is "
+                    f"listed twice; name each option once: {override.key_or_group}=[{unique}]"
+                )
+
+
+def check_output_dir(output_dir: str) -> None:
+    """paths.output_dir can be created and written, so Hydra can make the run folder in it.
+
+    The folder is created (Hydra would create it a moment later anyway) and never removed:
+    removing it could pull it from under a sibling process (SLURM tasks) checking it too.
+    """
     try:
-        cell = first_cell(overrides)
+        folder = Path(output_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"paths.output_dir={output_dir}: cannot create or write this folder ({reason}); "
+            "point it at a writable folder (paths.output_dir=<folder> or NORMLAB_ROOT=<folder>)"
+        ) from None
+
+
+def check_environment() -> None:
+    """normlab's environment variables hold valid values."""
+    from normlab.sweep import cell_lease_seconds
+
+    try:
+        cell_lease_seconds()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def compose_checked(config_dir: str, config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose and validate, raising ConfigError with one line on any mistake. Then make sure
+    the output folder is usable (last: a config mistake creates no folder)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        check_hydra_not_swept(parsed)
+        check_group_lists(parsed, config_dir)
+        cell = first_cell(overrides, keep_hydra=True)
         with initialize_config_dir(config_dir, version_base="1.3"):
             cfg = compose(config_name, overrides=cell)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(explain(exc)) from None
     validate(cfg)
+    check_environment()
+    try:
+        output_dir = cfg.paths.output_dir
+    except OmegaConfBaseException as exc:  # e.g. ${oc.env:...} of an unset variable
+        raise ConfigError(explain(exc)) from None
+    check_output_dir(output_dir)
     return cfg

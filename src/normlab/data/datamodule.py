@@ -35,7 +35,10 @@ def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
             raise
         fallback = DatasetName(cfg.fallback)
         log.warning(
-            "data=%s unavailable (%s); using data.fallback=%s", cfg.name, exc, fallback.value
+            "data=%s unavailable (%s); using data.fallback=%s",
+            DatasetName(cfg.name).value,
+            exc,
+            fallback.value,
         )
         return load_named(fallback, cfg, data_dir), fallback.value
 
@@ -91,7 +94,7 @@ class ResidentDataModule(pl.LightningDataModule):
         if cfg.val_size >= pool_size:
             raise DataError(
                 f"data.val_size={cfg.val_size} leaves no training examples "
-                f"({cfg.name} has {pool_size}); lower data.val_size"
+                f"(data={self.dataset_name} has {pool_size}); lower data.val_size"
             )
         order = np.random.default_rng(cfg.split_seed).permutation(pool_size)
         val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]

@@ -3,7 +3,9 @@
 import json
 import os
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -90,3 +92,24 @@ def test_lease_comes_from_the_environment(monkeypatch, tmp_path):
         monkeypatch.setenv(CELL_LEASE_ENV, bad)
         with pytest.raises(ValueError, match=CELL_LEASE_ENV):
             cell_lease_seconds()
+
+
+def test_one_of_many_racing_takeovers_wins(tmp_path):
+    write_lock(tmp_path, host="other-node", pid=1, age_s=120)
+    locks = [CellLock(tmp_path, lease_s=60) for _ in range(8)]
+    start = threading.Barrier(len(locks))
+
+    def take(lock: CellLock) -> bool:
+        start.wait()
+        return lock.acquire()
+
+    with ThreadPoolExecutor(len(locks)) as pool:
+        won = list(pool.map(take, locks))
+    try:
+        assert sum(won) == 1
+        [winner] = [lock for lock, ok in zip(locks, won, strict=True) if ok]
+        assert json.loads((tmp_path / ".cell.lock").read_text())["token"] == winner._token
+        assert not (tmp_path / ".cell.lock.takeover").exists()
+    finally:
+        for lock in locks:
+            lock.release()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from test_cli import normlab
+from helpers import normlab
 
 INVALID = [
     (["norm=nope"], "norm/nope"),

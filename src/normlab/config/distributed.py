@@ -31,7 +31,7 @@ def check_distributed(cfg) -> None:
         return
     if norm.name != "batch":
         raise ConfigError(
-            f"norm.ghost_batches={ghosts} applies to norm=batch only (norm={norm.name})"
+            f"norm.ghost_batches={ghosts} applies to norm=batch only (norm={norm.name.value})"
         )
     if (world or 1) > 1 and norm.sync:
         raise ConfigError(

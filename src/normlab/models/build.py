@@ -63,7 +63,7 @@ def build_cnn(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """[input batch norm] -> `depth` conv blocks (conv3x3, 2-D norm, act, 2x2 pool) -> linear."""
     if len(input_shape) != 3:
         raise ConfigError(
-            f"model=cnn needs image data (C, H, W); data={cfg.data.name} gives "
+            f"model=cnn needs image data (C, H, W); data={cfg.data.name.value} gives "
             f"inputs of shape {input_shape}. Use model=mlp"
         )
     if cfg.regularizer.get("dropconnect"):

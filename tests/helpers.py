@@ -11,6 +11,54 @@ from pathlib import Path
 
 from normlab.paths import CONFIG_DIR
 
+# Invalid command lines and the text their one-line error must hold; the one table, read by
+# tests/test_invalid_cli.py (through the CLI) and tests/test_config.py (the precheck in-process)
+INVALID = [
+    (["norm=nope"], "norm/nope"),
+    (["activation=swish"], "activation/swish"),
+    (["data=cifar100"], "data/cifar100"),
+    (["optimizer=lbfgs2"], "optimizer/lbfgs2"),
+    (["regularizer=[l2,bogus]"], "regularizer/bogus"),
+    (["norm.momentum=abc"], "norm.momentum"),
+    (["data.batch_size=sixty"], "data.batch_size"),
+    (["trainer.max_steps=1.5"], "trainer.max_steps"),
+    (["model.depth=-1"], "model.depth"),
+    (["model.width=0"], "model.width"),
+    (["norm.bogus=1"], "norm.bogus"),
+    (["bogus=1"], "bogus"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["optimizer.lr=abc"], "optimizer.lr"),
+    (["optimizer=momentum", "optimizer.momentum=1.5"], "optimizer.momentum"),
+    (["optimizer.nonsense=1"], "nonsense"),
+    (["regularizer=[dropout]", "regularizer.dropout.p=1.0"], "regularizer.dropout.p"),
+    (["regularizer=[dropconnect]", "regularizer.dropconnect.p=-0.1"], "regularizer.dropconnect.p"),
+    (
+        ["regularizer=[label_smoothing]", "regularizer.label_smoothing.value=1"],
+        "regularizer.label_smoothing.value",
+    ),
+    (["regularizer=[l2]", "regularizer.l2.strength=-1"], "regularizer.l2.strength"),
+    (
+        ["regularizer=[grad_clip]", "regularizer.grad_clip.algorithm=max"],
+        "regularizer.grad_clip.algorithm",
+    ),
+    (["norm=group", "norm.num_groups=7"], "norm.num_groups"),
+    (["norm=batch", "data.batch_size=1"], "data.batch_size"),
+    (["norm.placement=sideways"], "norm.placement"),
+    (["data.preprocess=normalize"], "data.preprocess"),
+    (["norm.eps=0"], "norm.eps"),
+    (["scheduler=step", "scheduler.schedule.gamma=abc"], "scheduler"),
+    (["init=normal", "init.weight.sd=0.1"], "init.weight"),
+    (["trainer.max_steps=-1", "trainer.max_epochs=-1"], "trainer.max_steps"),
+    (["seed=-3"], "seed"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["optimizer=adam", "optimizer.betas=[0.9,1.5]"], "optimizer"),
+    (["paths.output_dir=/proc/forbidden"], "paths.output_dir=/proc/forbidden"),
+    (["hydra/launcher=nonexistent"], "'hydra/launcher/nonexistent'; available: basic, joblib"),
+    (["-m", "hydra.job.name=a,b"], "hydra.job.name"),
+    (["regularizer=[dropout,dropout]"], "regularizer=[dropout,dropout]: dropout is listed twice"),
+    (["-m", "regularizer=[l2],[dropout,l2,dropout]"], "regularizer=[dropout,l2]"),
+]
+
 
 def normlab(module: str, *args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` to completion, output captured (no exception on failure)."""

@@ -25,7 +25,6 @@ from torch import nn
 
 from normlab.models.blocks import HiddenBlock
 from normlab.models.dropconnect import DropConnectLinear
-from normlab.models.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 
 
 class NotStackable(ValueError):
@@ -328,10 +327,7 @@ def _stacked_norm(norms: Sequence[nn.Module], maps: bool) -> Callable[[torch.Ten
     first = norms[0]
     if isinstance(first, nn.Identity):
         return lambda x: x
-    plain_bn = isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(
-        first, (GhostBatchNorm1d, GhostBatchNorm2d)
-    )
-    if plain_bn and type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):
+    if type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):  # not ghost or synced subclasses
         return _StackedBatchNorm(norms, maps)
     if isinstance(first, nn.GroupNorm):
         affine = _Affine(norms)

@@ -246,7 +246,9 @@ def run_cell(cfg, run_dir: Path) -> float | None:
 
     from normlab.analysis.progress import sweep_progress
     from normlab.pipeline import train
+    from normlab.utils.gpus import own_gpu
     from normlab.utils.ranks import is_global_zero
+    from normlab.utils.threads import parallel_jobs
 
     finished = finished_result(run_dir)
     if finished is not None:
@@ -261,7 +263,8 @@ def run_cell(cfg, run_dir: Path) -> float | None:
     try:
         if cell_status(run_dir) == "failed":
             archive_attempt(run_dir)
-        return train(cfg, run_dir)["val/acc_best"]
+        with own_gpu(cfg, parallel_jobs()):  # concurrent jobs on a GPU node: one GPU each
+            return train(cfg, run_dir)["val/acc_best"]
     except Exception as exc:  # recorded in the cell, reported by `normlab.report`
         (run_dir / "error.log").write_text(traceback.format_exc())
         record_failure(run_dir, f"{type(exc).__name__}: {exc}")

@@ -138,6 +138,7 @@ class StackedLauncher(Launcher):
     def _run_stacks(self, stacks, sweep_dir: Path, jobs: int) -> None:
         """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""
         from normlab.analysis.progress import sweep_progress
+        from normlab.utils.gpus import visible_gpu_ids
         from normlab.utils.threads import available_cores
 
         if not stacks:
@@ -145,6 +146,7 @@ class StackedLauncher(Launcher):
         at_once = min(jobs, len(stacks))
         threads = max(1, available_cores() // at_once)
         gpus = _gpu_count()
+        gpu_ids = visible_gpu_ids(gpus)
         specs_dir = sweep_dir / "stacks"
         specs_dir.mkdir(parents=True, exist_ok=True)
         pending = list(stacks)
@@ -179,8 +181,8 @@ class StackedLauncher(Launcher):
                     }
                     spec_path.write_text(json.dumps(spec, indent=1))
                     env = dict(os.environ)
-                    if gpus > 1:  # one GPU per concurrent stack
-                        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                    if gpus > 1:  # one GPU per concurrent stack (a slot keeps its GPU)
+                        env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % gpus]
                     with (specs_dir / f"{stack.name}.log").open("a") as out:
                         process = subprocess.Popen(
                             [sys.executable, "-m", "normlab.stack.worker", str(spec_path)],
@@ -203,9 +205,6 @@ class StackedLauncher(Launcher):
 
 
 def _gpu_count() -> int:
-    try:
-        import torch
+    from normlab.utils.gpus import gpu_count
 
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
+    return gpu_count()

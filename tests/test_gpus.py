@@ -1,0 +1,96 @@
+"""One GPU per concurrent sweep job: leases (normlab.utils.gpus), tested without a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from omegaconf import OmegaConf
+
+from normlab.utils.gpus import GpuLease, own_gpu, visible_gpu_ids, wants_own_gpu
+
+
+def _trainer(**overrides):
+    base = {"accelerator": "gpu", "devices": 1, "num_nodes": 1, "strategy": "auto"}
+    return OmegaConf.create({"trainer": {**base, **overrides}})
+
+
+def test_concurrent_leases_get_distinct_devices_and_a_released_one_is_reused(tmp_path):
+    first, second, third = (GpuLease(2, tmp_path) for _ in range(3))
+    assert first.try_acquire() == 0
+    assert second.try_acquire() == 1
+    assert third.try_acquire() is None  # both taken
+    first.release()
+    assert third.try_acquire() == 0
+    second.release()
+    third.release()
+
+
+def test_a_killed_job_leaves_no_stale_lease(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from normlab.utils.gpus import GpuLease; "
+            f"lease = GpuLease(1, {str(tmp_path)!r}); print(lease.try_acquire(), flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        assert GpuLease(1, tmp_path).try_acquire() is None
+    finally:
+        holder.kill()
+        holder.wait()
+    lease = GpuLease(1, tmp_path)
+    assert lease.try_acquire() == 0  # the kernel dropped the dead job's lock
+    lease.release()
+
+
+def test_waiting_job_gets_the_device_when_it_is_freed(tmp_path):
+    holder = GpuLease(1, tmp_path)
+    holder.try_acquire()
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from normlab.utils.gpus import GpuLease; "
+            f"print(GpuLease(1, {str(tmp_path)!r}, poll_s=0.05).acquire(), flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    assert waiter.poll() is None  # still queued behind the holder
+    holder.release()
+    out, _ = waiter.communicate(timeout=30)
+    assert out.strip() == "0"
+
+
+def test_own_gpu_pins_concurrent_gpu_cells_and_leaves_others_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMLAB_GPU_LEASE_DIR", str(tmp_path))
+    one, two = _trainer(), _trainer()
+    with own_gpu(one, jobs=2, gpus=2) as first, own_gpu(two, jobs=2, gpus=2) as second:
+        assert (first, second) == (0, 1)
+        assert list(one.trainer.devices) == [0] and list(two.trainer.devices) == [1]
+    for cfg, jobs, gpus in [
+        (_trainer(), 1, 2),  # one job at a time: Lightning's own choice
+        (_trainer(), 2, 1),  # one GPU: nothing to spread
+        (_trainer(devices=2), 2, 2),  # DDP cells choose their own devices
+        (_trainer(accelerator="cpu"), 2, 2),
+    ]:
+        before = OmegaConf.to_container(cfg.trainer)
+        with own_gpu(cfg, jobs=jobs, gpus=gpus) as index:
+            assert index is None
+            assert OmegaConf.to_container(cfg.trainer) == before
+    assert not wants_own_gpu(_trainer(num_nodes=2).trainer, 2, 2)
+
+
+def test_child_device_ids_follow_the_parents_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpu_ids(2) == ["2", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_gpu_ids(3) == ["0", "1", "2"]

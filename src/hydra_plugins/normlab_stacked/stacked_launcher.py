@@ -34,6 +34,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from normlab.utils.gpus import GPU_ACCELERATORS
+
 log = logging.getLogger("normlab")
 
 
@@ -66,6 +68,10 @@ class StackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # the first wave of stack workers starts now: their imports (Lightning, torch: seconds)
+        # overlap the composition of every cell's config below
+        jobs = self._jobs(str(self.config.trainer.accelerator) in GPU_ACCELERATORS)
+        warm = _WarmWorkers(sweep_dir / "stacks", min(jobs, len(job_overrides)))
         returns, cells, ddp = [], [], []
         for offset, overrides in enumerate(job_overrides):
             index = initial_job_idx + offset
@@ -102,14 +108,15 @@ class StackedLauncher(Launcher):
                 cells.append((Cell(cfg, run_dir, index), False))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
-        on_gpu = _gpu_count() > 0 and any(
-            str(cell.cfg.trainer.accelerator) in ("auto", "gpu", "cuda") for cell, _ in cells
-        )
+        on_gpu = any(str(cell.cfg.trainer.accelerator) in GPU_ACCELERATORS for cell, _ in cells)
         jobs = self._jobs(on_gpu)
         stackable = [cell for cell, solo in cells if not solo]
         stacks = plan_stacks(stackable, self.max_members, jobs)
         stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
-        self._run_stacks(stacks, sweep_dir, jobs)
+        try:
+            self._run_stacks(stacks, sweep_dir, jobs, warm)
+        finally:
+            warm.close()
         for offset, sweep_config in ddp:  # Hydra's own job runner, as the basic launcher's
             returns[offset] = run_job(
                 hydra_context=self.hydra_context,
@@ -133,9 +140,9 @@ class StackedLauncher(Launcher):
 
         if self.n_jobs:
             return int(self.n_jobs)
-        return _gpu_count() if on_gpu else available_cores()
+        return _gpu_count() if on_gpu and _gpu_count() > 0 else available_cores()
 
-    def _run_stacks(self, stacks, sweep_dir: Path, jobs: int) -> None:
+    def _run_stacks(self, stacks, sweep_dir: Path, jobs: int, warm: _WarmWorkers) -> None:
         """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""
         from normlab.analysis.progress import sweep_progress
         from normlab.utils.gpus import visible_gpu_ids
@@ -144,6 +151,7 @@ class StackedLauncher(Launcher):
         if not stacks:
             return
         at_once = min(jobs, len(stacks))
+        warm.close(keep=at_once)
         threads = max(1, available_cores() // at_once)
         gpus = _gpu_count()
         gpu_ids = visible_gpu_ids(gpus)
@@ -180,16 +188,15 @@ class StackedLauncher(Launcher):
                         ],
                     }
                     spec_path.write_text(json.dumps(spec, indent=1))
-                    env = dict(os.environ)
-                    if gpus > 1:  # one GPU per concurrent stack (a slot keeps its GPU)
-                        env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % gpus]
-                    with (specs_dir / f"{stack.name}.log").open("a") as out:
-                        process = subprocess.Popen(
-                            [sys.executable, "-m", "normlab.stack.worker", str(spec_path)],
-                            env=env,
-                            stdout=out,
-                            stderr=subprocess.STDOUT,
-                        )
+                    process = warm.hand_over(slot, spec_path)
+                    if process is None:  # a later wave: a fresh worker for this stack
+                        with (specs_dir / f"{stack.name}.log").open("a") as out:
+                            process = subprocess.Popen(
+                                [sys.executable, "-m", "normlab.stack.worker", str(spec_path)],
+                                env=_slot_env(slot, gpus, gpu_ids),
+                                stdout=out,
+                                stderr=subprocess.STDOUT,
+                            )
                     log.info(
                         "stack of %d cells (%d threads): %s", len(stack.cells), threads, spec_path
                     )
@@ -202,6 +209,61 @@ class StackedLauncher(Launcher):
                     time.sleep(0.2)
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _slot_env(slot: int, gpus: int, gpu_ids: list[str]) -> dict[str, str]:
+    """A worker's environment: on a multi-GPU node, its slot's own GPU (a slot keeps it)."""
+    env = dict(os.environ)
+    if gpus > 1:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % gpus]
+    return env
+
+
+class _WarmWorkers:
+    """Stack workers started before their stacks are known, one per slot of the first wave.
+
+    Each imports normlab's training stack while the launcher composes the cells, then waits
+    for one line on its stdin: the spec of the stack it trains (it then writes the stack's log
+    itself). An unused one is sent an empty line and exits.
+    """
+
+    def __init__(self, specs_dir: Path, count: int) -> None:
+        from normlab.utils.gpus import visible_gpu_ids
+
+        specs_dir.mkdir(parents=True, exist_ok=True)
+        gpus = _gpu_count()
+        gpu_ids = visible_gpu_ids(gpus)
+        self.idle: dict[int, subprocess.Popen] = {}
+        for slot in range(count):
+            with (specs_dir / f"worker-{slot}.log").open("a") as out:
+                self.idle[slot] = subprocess.Popen(
+                    [sys.executable, "-m", "normlab.stack.worker", "--spec-on-stdin"],
+                    env=_slot_env(slot, gpus, gpu_ids),
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+
+    def hand_over(self, slot: int, spec_path: Path) -> subprocess.Popen | None:
+        """This slot's warm worker, now training `spec_path`; None when it has none (left)."""
+        process = self.idle.pop(slot, None)
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            process.stdin.write(f"{spec_path}\n")
+            process.stdin.close()
+        except BrokenPipeError:  # it died while starting: its log says why
+            return None
+        return process
+
+    def close(self, keep: int = 0) -> None:
+        """End the workers of slots `keep` and above: no stack needs them (they hold nothing
+        yet, so they are simply stopped)."""
+        for slot in [slot for slot in self.idle if slot >= keep]:
+            process = self.idle.pop(slot)
+            process.kill()
+            process.wait()
 
 
 def _gpu_count() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from torch import nn
 
@@ -107,6 +106,8 @@ def seeded_network(
 ) -> nn.Module:
     """The network of `cfg` with its initial weights drawn from `init_seed`: the one start
     that training, a stack's members, gradcheck and the bench share."""
+    import pytorch_lightning as pl  # here: the config checks import this module, and need no pl
+
     pl.seed_everything(init_seed, verbose=False)
     network = build_model(cfg, input_shape, num_classes)
     initialize(network, instantiate(cfg.init.weight), instantiate(cfg.init.bias))

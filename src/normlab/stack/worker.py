@@ -1,15 +1,18 @@
 """`python -m normlab.stack.worker SPEC.json`: train one stack of sweep cells in this process.
 
 The stacked launcher writes SPEC.json (the members' resolved configs and folders, the threads
-and the folder for stack checkpoints) and starts one worker per stack. Each member keeps a
-cell's life (normlab.sweep): a finished member is skipped, a member locked by another process
-is left to it, a failed attempt is archived, and a failure is recorded in every member's folder.
+and the folder for stack checkpoints) and starts one worker per stack (the first wave starts
+before the stacks are planned, `--spec-on-stdin`, and reads its spec's path from stdin). Each
+member keeps a cell's life (normlab.sweep): a finished member is skipped, a member locked by
+another process is left to it, a failed attempt is archived, and a failure is recorded in every
+member's folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -74,15 +77,33 @@ def run_stack(spec: dict) -> int:
     return len(cfgs)
 
 
+def _spec_from_stdin() -> Path | None:
+    """A warm worker (the launcher started it before its stack was planned): import the
+    training stack first, then wait for the spec's path; the stack's log takes our output."""
+    import normlab.pipeline  # noqa: F401  (the imports that take seconds)
+
+    line = sys.stdin.readline().strip()
+    if not line:  # no stack for this worker
+        return None
+    spec_path = Path(line)
+    log_file = spec_path.with_suffix(".log").open("a")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for stream in (1, 2):
+        os.dup2(log_file.fileno(), stream)
+    return spec_path
+
+
 def main() -> None:
-    """Console entry: one SPEC.json argument."""
+    """Console entry: one SPEC.json argument, or `--spec-on-stdin` (a warm worker)."""
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
     )
     import normlab.train  # noqa: F401  (registers the schema and resolvers)
 
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    run_stack(spec)
+    spec_path = _spec_from_stdin() if sys.argv[1:] == ["--spec-on-stdin"] else Path(sys.argv[1])
+    if spec_path is not None:
+        run_stack(json.loads(spec_path.read_text()))
 
 
 if __name__ == "__main__":

@@ -66,8 +66,12 @@ class ResidentBatches:
         world_size: int = 1,
         steps_done: Callable[[], int] | None = None,
         plan: ChunkPlan | None = None,
+        gather: bool = True,
     ):
         self.x, self.y = x, y
+        # gather=False: batches hold the example indices, not the examples (a stack's members'
+        # loaders: normlab.stack.batches gathers all members' examples in one indexing)
+        self.gather = gather
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
@@ -114,8 +118,9 @@ class ResidentBatches:
             yield self.rows(self._batch_indices(order, index))
 
     def rows(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The examples at `indices` (normlab.stack.batches gathers several members' at once
-        instead, by handing these indices on)."""
+        """The examples at `indices` (without `gather`: the indices, in both places)."""
+        if not self.gather:
+            return indices, indices
         return self.x[indices], self.y[indices]
 
     def _batch_indices(self, order: torch.Tensor, index: int) -> torch.Tensor:

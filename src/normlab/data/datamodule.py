@@ -163,6 +163,7 @@ class ResidentDataModule(pl.LightningDataModule):
                 world_size=world,
                 steps_done=(lambda: trainer.global_step) if trainer else None,
                 plan=self.plan,
+                gather=len(self.order_seeds) == 1,  # members: MemberBatches gathers for all
             )
             for seed in self.order_seeds
         ]

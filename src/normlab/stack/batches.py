@@ -22,11 +22,12 @@ class MemberBatches:
     the chunk plan (the stack key), so their chunks always line up."""
 
     def __init__(self, loaders: Sequence[ResidentBatches]):
+        """`loaders`: one per member, built with `gather=False` (each chooses its examples'
+        indices; one gather here takes all members' examples)."""
+        if any(loader.gather for loader in loaders):
+            raise ValueError("a stack's member loaders must be built with gather=False")
         self.loaders = list(loaders)
         self.x, self.y = self.loaders[0].x, self.loaders[0].y  # the members' shared data
-        for loader in self.loaders:
-            # each member's loader chooses its examples; one gather here takes all members'
-            loader.rows = _as_indices
         # what Lightning probes on a loader (see ResidentBatches)
         self.sampler = self
         self.batch_sampler = None
@@ -54,7 +55,3 @@ class MemberBatches:
             x, y = self.x[indices], self.y[indices]
             first = chunks[0]
             yield first._replace(x=x, y=y) if isinstance(first, StepChunk) else (x, y)
-
-
-def _as_indices(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return indices, indices

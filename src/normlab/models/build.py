@@ -135,7 +135,7 @@ def _asked_for(cfg) -> dict[str, str]:
     """The features `cfg` asks for (feature -> the setting asking), which the network must take."""
     asked = {}
     if cfg.norm.placement != "before_activation":
-        asked["norm_before_act"] = f"norm.placement={cfg.norm.placement}"
+        asked["norm_before_act"] = f"norm.placement={getattr(cfg.norm.placement, 'value', '')}"
     if cfg.norm.linear_bias is not None:
         asked["linear_bias"] = f"norm.linear_bias={cfg.norm.linear_bias}"
     for name in ("dropout", "dropconnect"):

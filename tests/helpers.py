@@ -57,6 +57,12 @@ INVALID = [
     (["-m", "hydra.job.name=a,b"], "hydra.job.name"),
     (["regularizer=[dropout,dropout]"], "regularizer=[dropout,dropout]: dropout is listed twice"),
     (["-m", "regularizer=[l2],[dropout,l2,dropout]"], "regularizer=[dropout,l2]"),
+    (["model=custom"], "model._target_ is not set"),
+    (["model=custom", "model._target_=no_such_package.nets.Net"], "model._target_="),
+    (["model=custom", "model._target_=torch.nn.Linear"], "model._target_=torch.nn.Linear"),
+    (["model=custom", "model._target_=collections.OrderedDict"], "not an nn.Module"),
+    (["model=resnet_small", "regularizer=[dropout]"], "regularizer=dropout"),
+    (["model=mlp", "model.depth=abc"], "model.depth"),
 ]
 
 

@@ -10,7 +10,7 @@ GPUS = {"gpu": 1, "ddp": 2}  # trainer options that need GPUs
 
 CASES = (
     [("data", o) for o in options("data") if o not in ("mnist", "fashion_mnist")]
-    + [("model", o) for o in options("model")]
+    + [("model", o) for o in options("model") if o != "custom"]  # custom: test_custom_model
     + [("norm", o) for o in options("norm")]
     + [("activation", o) for o in options("activation")]
     + [("init", o) for o in options("init")]
@@ -22,7 +22,7 @@ CASES = (
 )
 
 # image-only options need image data: the 8x8 digits are the cheapest real images
-IMAGE_ONLY = {("model", "cnn"), ("regularizer", "augment")}
+IMAGE_ONLY = {("model", "cnn"), ("model", "resnet_small"), ("regularizer", "augment")}
 
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])

@@ -1,8 +1,9 @@
 """`python -m normlab.gradcheck [overrides]`: back-propagation against centred finite differences.
 
-Builds the network the same overrides would train (same config, same init seed), copies it to
-float64 and compares, on the first `gradcheck.batch_size` training examples, every parameter
-tensor's autograd gradient of the cross-entropy with (J(theta + eps) - J(theta - eps)) / 2 eps.
+Builds the network the same overrides would train (any `model._target_`, same config, same init
+seed), copies it to float64 and compares, on the first `gradcheck.batch_size` training examples,
+every parameter tensor's autograd gradient of the cross-entropy with
+(J(theta + eps) - J(theta - eps)) / 2 eps.
 Dropout and DropConnect are off; batch norm runs in training mode, because the gradient through
 the batch statistics is the one worth checking. Prints the worst relative error per tensor.
 Exit code: 0 when all are within `gradcheck.tolerance`, 1 when one is not, 2 for a config or
@@ -57,7 +58,8 @@ def deterministic_training_mode(model: nn.Module) -> None:
     """Training mode (batch statistics) with the random layers switched off."""
     model.train()
     for module in model.modules():
-        if isinstance(module, (nn.Dropout, DropConnectLinear)):
+        # every dropout kind (Dropout2d, AlphaDropout... in a network of one's own)
+        if isinstance(module, (nn.modules.dropout._DropoutNd, DropConnectLinear)):
             module.eval()
 
 

@@ -10,20 +10,9 @@ from torch import nn
 
 from normlab.callbacks.activation_stats import units_last
 from normlab.config.schema import ShiftKind
-from normlab.models.blocks import HiddenBlock
+from normlab.models.layers import BATCH_NORMS
 
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def batch_norm_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Batch norms with running statistics by block name (`input_norm`, `layer1`, ...)."""
-    layers = {}
-    for name, child in model.named_children():
-        norm = child.norm if isinstance(child, HiddenBlock) else child
-        if isinstance(norm, BATCH_NORMS) and norm.track_running_stats:
-            layers[name] = norm
-    return layers
 
 
 def has_batch_norm(model: nn.Module) -> bool:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normlab.models.build import hidden_blocks
+from normlab.models.layers import weight_layers
 
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weight of each hidden block's linear / conv (`layer1`, ...) and of the `head`."""
-    weights = {name: block.transform.weight for name, block in hidden_blocks(model).items()}
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear):
-        weights["head"] = head.weight
-    return weights
+    """The weight of every Linear and Conv layer by name (`layer1`, ..., `head` in normlab's
+    networks)."""
+    return {name: layer.weight for name, layer in weight_layers(model).items()}
 
 
 def gradient_metrics(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,12 +20,12 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
+from normlab.callbacks.activation_stats import units_last
 from normlab.callbacks.bn_diagnostics import test_time_metrics
 from normlab.callbacks.grad_stats import gradient_metrics, layer_weights, snapshot, update_ratios
-from normlab.callbacks.probe import histogram, probe_inputs, probe_metrics
+from normlab.callbacks.probe import capture_probe, histogram, probe_inputs, probe_metrics
 from normlab.config.errors import ConfigError
 from normlab.config.schema import ActivationName
-from normlab.models.build import hidden_blocks
 
 
 def member_networks(pl_module: pl.LightningModule) -> list[nn.Module]:
@@ -53,16 +53,27 @@ class Instruments(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.datamodule is None:
             raise ConfigError("callbacks.instruments needs a datamodule for its probe batch")
-        blocks = [b for n in member_networks(pl_module) for b in hidden_blocks(n).values()]
-        narrowest = min((block.transform.weight.shape[0] for block in blocks), default=None)
+        self.probe = probe_inputs(trainer.datamodule, self.probe_size).to(pl_module.device)
+        narrowest = min(self._units(pl_module), default=None)
         if narrowest is not None and self.typical_unit >= narrowest:
             raise ConfigError(
                 f"callbacks.instruments.typical_unit={self.typical_unit}: the narrowest hidden "
                 f"layer has {narrowest} units; pick a smaller one"
             )
-        self.probe = probe_inputs(trainer.datamodule, self.probe_size).to(pl_module.device)
         if self.histograms and _wandb(trainer) is not None:
             import pandas  # noqa: F401  W&B imports it at its first histogram: pay that here
+
+    def _units(self, pl_module: pl.LightningModule) -> list[int]:
+        """The units (channels) of every recorded activation layer, from two probe examples."""
+        units = []
+        for member, model in enumerate(member_networks(pl_module)):
+            captured = capture_probe(model, self.probe[:2], self.activations[member])
+            units += [
+                units_last(inputs).shape[1]
+                for key, (inputs, _) in captured.items()
+                if not key.startswith("norm:")
+            ]
+        return units
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

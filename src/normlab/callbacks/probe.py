@@ -1,5 +1,6 @@
-"""The probe batch: a fixed slice of validation data, the hooks that read every hidden layer
-during one eval-mode pass, and the per-layer metrics computed from what they saw."""
+"""The probe batch: a fixed slice of validation data, the hooks that read every activation and
+batch norm of a network (found by type: normlab.models.layers) during one eval-mode pass, and
+the per-layer metrics computed from what they saw."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch
 from torch import nn
 
 from normlab.callbacks.activation_stats import histc_by_sort, layer_metrics, sorting_needed
-from normlab.callbacks.bn_diagnostics import batch_norm_layers, running_stat_gap
-from normlab.models.build import hidden_blocks
+from normlab.callbacks.bn_diagnostics import running_stat_gap
+from normlab.models.layers import activation_layers, batch_norm_layers
 
 HISTOGRAM_BINS = 64
 
@@ -27,10 +28,11 @@ def probe_inputs(datamodule: pl.LightningDataModule, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def capture_probe(
-    model: nn.Module, probe: torch.Tensor
+    model: nn.Module, probe: torch.Tensor, activation: str | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Input and output of every hidden block's `act` (key: block name) and batch norm
-    (key: `norm:<name>`) on the probe batch, in eval mode. The hooks live for this pass only."""
+    """Input and output of every activation layer (key: its name; of the option `activation`
+    only, or of any option) and batch norm (key: `norm:<name>`) on the probe batch, in eval
+    mode. The hooks live for this pass only; a module called twice records its last call."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def capture(key: str):
@@ -40,8 +42,8 @@ def capture_probe(
         return hook
 
     handles = [
-        block.act.register_forward_hook(capture(name))
-        for name, block in hidden_blocks(model).items()
+        act.register_forward_hook(capture(name))
+        for name, act in activation_layers(model, activation).items()
     ]
     handles += [
         norm.register_forward_hook(capture(f"norm:{name}"))
@@ -63,11 +65,11 @@ def capture_probe(
 def probe_metrics(
     model: nn.Module, probe: torch.Tensor, *, activation: str, typical_unit: int, margin: float
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The probe batch's metrics of every hidden layer and batch norm (still on the device),
-    and the pre-activations by layer name."""
+    """The probe batch's metrics of every layer of the `activation` option's type and every
+    batch norm (still on the device), and the pre-activations by layer name."""
     metrics, preactivations = {}, {}
     norms = batch_norm_layers(model)
-    for key, (inputs, output) in capture_probe(model, probe).items():
+    for key, (inputs, output) in capture_probe(model, probe, activation).items():
         if key.startswith("norm:"):
             name = key.removeprefix("norm:")
             metrics.update(running_stat_gap(name, norms[name], inputs))

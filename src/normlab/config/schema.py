@@ -36,11 +36,6 @@ class Preprocess(str, Enum):
     whiten = "whiten"
 
 
-class ModelName(str, Enum):
-    mlp = "mlp"
-    cnn = "cnn"
-
-
 class NormName(str, Enum):
     batch = "batch"
     layer = "layer"
@@ -106,12 +101,22 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network architecture; norm, activation and init come from their own groups."""
+    """normlab's mlp and cnn (`model` holds any network's `_target_` and arguments; a network
+    class with a `config_schema` dataclass, like these, gets its keys typed and bounded)."""
 
-    name: ModelName = MISSING
+    _target_: str = MISSING  # the network class, built by normlab.models.build
     depth: int = bounded(3, ge=1)  # hidden layers (mlp) or conv blocks (cnn)
     width: int = bounded(100, ge=1)  # hidden units (mlp) or channels of the first block (cnn)
     input_norm: bool = False  # batch norm on the raw input ("BN as the first layer")
+
+
+@dataclass
+class ResNetConfig:
+    """The pre-activation ResNet of `model=resnet_small` (normlab.models.resnet)."""
+
+    _target_: str = MISSING
+    width: int = bounded(16, ge=1)  # channels of the first stage (then 2x, 4x)
+    blocks_per_stage: int = bounded(1, ge=1)  # residual blocks in each of the three stages
 
 
 @dataclass
@@ -328,7 +333,8 @@ class TrainConfig:
     """Everything one training run needs."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # any network's `_target_` and arguments (normlab.models.build checks them against it)
+    model: Any = MISSING
     norm: NormConfig = field(default_factory=NormConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     init: InitConfig = field(default_factory=InitConfig)

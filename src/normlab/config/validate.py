@@ -120,18 +120,22 @@ def check_init(init_cfg: DictConfig) -> None:
 
 
 def check_norm(cfg: DictConfig) -> None:
-    """Group counts divide every hidden width; batch norm sees at least 2 examples per device."""
-    from normlab.models.build import hidden_widths
+    """Group counts divide every norm width a network declares (`norm_widths`); batch norm sees
+    at least 2 examples per device."""
+    from normlab.models.build import network_arguments, network_class
 
     norm = cfg.norm
-    if norm.name == "group":
-        widths = sorted(set(hidden_widths(cfg.model)))
+    network = network_class(cfg.model)
+    norm_widths = getattr(network, "norm_widths", None)
+    if norm.name == "group" and norm_widths is not None:
+        widths = sorted(set(norm_widths(**network_arguments(cfg.model, network))))
         bad = [w for w in widths if w % norm.num_groups]
         if bad:
+            width = f" (model.width={cfg.model.width})" if "width" in cfg.model else ""
             divisors = [d for d in range(2, bad[0] + 1) if all(w % d == 0 for w in widths)][:6]
             raise ConfigError(
-                f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]} "
-                f"(model.width={cfg.model.width}); pick a divisor, e.g. one of {divisors}"
+                f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]}"
+                f"{width}; pick a divisor, e.g. one of {divisors}"
             )
     if norm.name == "batch":
         per_device = per_device_batch(cfg.trainer, cfg.data.batch_size) or cfg.data.batch_size
@@ -144,7 +148,10 @@ def check_norm(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Run every check; the first failure raises ConfigError."""
+    from normlab.models.build import check_network
+
     check_bounds(cfg)
+    check_network(cfg)
     check_norm(cfg)
     check_distributed(cfg)
     check_optimizer(cfg.optimizer)

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.callbacks.build import last_checkpoint
+from normlab.models.build import STACKABLE
 
 # whole groups or keys a member may set for itself
 MEMBER_WISE = (
@@ -75,6 +76,11 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
     trainer = cfg.trainer
     if trainer.devices not in (1, "1") or trainer.num_nodes != 1 or trainer.strategy != "auto":
         return "multi-device training (DDP) runs one cell per process group"
+    if cfg.model._target_ not in STACKABLE:
+        return (
+            f"model._target_={cfg.model._target_}: only normlab's mlp and cnn train as members "
+            "of a stack"
+        )
     if cfg.compile:
         return "compile=true compiles one network, not a stack"
     if last_checkpoint(run_dir).is_file():

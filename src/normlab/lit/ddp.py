@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from inspect import signature
 from typing import Any
 
@@ -187,6 +188,31 @@ class BatchNormSync(LayerSync):
 
     def revert(self, model: nn.Module) -> nn.Module:
         return revert_from_sync(model)
+
+
+def gather_rank_states(local: dict, all_gather: Callable[[torch.Tensor], torch.Tensor]) -> list:
+    """Every rank's random streams (`MemberRandomness.state_dict()`: CPU and, where CUDA is in
+    use, the rank's CUDA generator), rank r's at index r, on every rank.
+
+    One collective: the states travel as one flat byte tensor (every rank has the same
+    layout: the same config and the same kind of device)."""
+    cpu, cuda = list(local["cpu"]), list(local["cuda"] or [])
+    parts = [state.flatten() for state in (*cpu, *cuda)]
+    gathered = all_gather(torch.cat(parts)).cpu()  # [world, bytes]
+    sizes = [part.numel() for part in parts]
+    ranks = []
+    for row in gathered:
+        states = [state.clone() for state in row.split(sizes)]
+        ranks.append({"cpu": states[: len(cpu)], "cuda": states[len(cpu) :] if cuda else None})
+    return ranks
+
+
+def rank_state(saved, rank: int) -> dict:
+    """Rank `rank`'s streams in a checkpoint's `normlab_rank_rng` (`gather_rank_states`; older
+    checkpoints hold one CPU state per rank, as rows of a tensor)."""
+    if isinstance(saved, torch.Tensor):
+        return {"cpu": [saved[rank].clone()], "cuda": None}
+    return saved[rank]
 
 
 def distributed_kwargs(cfg) -> dict[str, Any]:

@@ -33,8 +33,9 @@ def joined_config(resolved: dict, threads: int) -> DictConfig:
 
 def die_with_parent(parent: int) -> None:
     """End this process when rank 0 (pid `parent`) ends, however it ends (SIGKILL included),
-    so no rank is left holding its device: on Linux the kernel's parent-death signal, elsewhere
-    a thread that watches the parent pid."""
+    so no rank is left holding its device: on Linux the kernel's parent-death signal (sent when
+    the thread that started this process ends: the run's own thread, which outlives its ranks),
+    elsewhere a thread that watches the parent pid."""
     armed = False
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.normlab-installed
 ARGS ?=
 
-.PHONY: help install data train ablation reproduce report bench test test-all lint format clean
+.PHONY: help install data train ablation reproduce report bench test test-all lint format clean gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test: $(STAMP) ## lint, then the test suite (fast tests; slow ones: make test-al
 
 test-all: $(STAMP) ## every test, including the slow science checks
 	$(PY) -m pytest -q -m ''
+
+gpu-check: $(STAMP) ## the GPU paths on this machine's GPUs, one PASS/FAIL/SKIP line each (< 10 min)
+	PY=$(PY) bash scripts/gpu_check.sh
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check src tests

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +25,12 @@ from helpers import normlab, start_training, wait_for_step
 from normlab.config.errors import ConfigError
 from normlab.config.validate import validate
 from normlab.data.batches import ResidentBatches
+from normlab.lit.ddp import gather_rank_states, rank_state
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d
 from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
 from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
+from normlab.stack.network import MemberRandomness
 from sync_bn_worker import sync_bn_rank
 
 STEPS = 30
@@ -239,3 +242,121 @@ def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp
     assert 100 <= result["resumed_from_step"] < 600
     # each rank's half of the logging window survives the checkpoint: identical train rows
     assert (run_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+    # the checkpoint holds each rank's own streams (CPU only here: no CUDA in use)
+    ranks = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[
+        "normlab_rank_rng"
+    ]
+    assert len(ranks) == 2 and [rank["cuda"] for rank in ranks] == [None, None]
+    assert not torch.equal(ranks[0]["cpu"][0], ranks[1]["cpu"][0])
+
+
+class FakeCudaGenerator:
+    """Stands in for one rank's CUDA generator: its state is 16 bytes (as Philox's), distinct per
+    rank, and it records every state set on it."""
+
+    def __init__(self, rank: int):
+        self.state = torch.full((16,), 10 + rank, dtype=torch.uint8)
+        self.restored: list[torch.Tensor] = []
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": self.state.clone())
+        monkeypatch.setattr(
+            torch.cuda, "set_rng_state", lambda state, device="cuda": self.restored.append(state)
+        )
+
+
+def rank_streams_round_trip(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank: save its streams as a checkpoint does, scramble them, restore its own."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cuda = FakeCudaGenerator(rank)
+        cuda.install(monkeypatch)
+        randomness = MemberRandomness([7])  # a solo run's: the process's global generators
+        torch.manual_seed(100 + rank)
+        torch.rand(rank + 3)  # the ranks' streams are at different places
+
+        def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+            rows = [torch.empty_like(tensor) for _ in range(world)]
+            dist.all_gather(rows, tensor)
+            return torch.stack(rows)
+
+        saved_cpu = torch.get_rng_state()
+        checkpoint = gather_rank_states(randomness.state_dict(), all_gather)
+        torch.manual_seed(0)  # a fresh process's seeding, before the checkpoint is loaded
+        randomness.load_state_dict(rank_state(checkpoint, rank))
+        torch.save(
+            {
+                "checkpoint": checkpoint,
+                "saved_cpu": saved_cpu,
+                "restored_cpu": torch.get_rng_state(),
+                "saved_cuda": cuda.state,
+                "restored_cuda": cuda.restored,
+            },
+            f"{out}/rank{rank}.pt",
+        )
+    dist.destroy_process_group()
+
+
+def test_every_rank_restores_its_own_cpu_and_cuda_generators(tmp_path):
+    from lightning_fabric.plugins.environments.lightning import find_free_network_port
+
+    world = 2
+    mp.spawn(
+        rank_streams_round_trip, args=(world, find_free_network_port(), str(tmp_path)), nprocs=world
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    checkpoint = ranks[0]["checkpoint"]  # what rank 0 writes
+    assert len(checkpoint) == world
+    for rank, seen in enumerate(ranks):
+        assert torch.equal(checkpoint[rank]["cpu"][0], seen["saved_cpu"])
+        assert torch.equal(checkpoint[rank]["cuda"][0], seen["saved_cuda"])
+        assert torch.equal(seen["restored_cpu"], seen["saved_cpu"])
+        [restored_cuda] = seen["restored_cuda"]
+        assert torch.equal(restored_cuda, seen["saved_cuda"])
+    assert not torch.equal(checkpoint[0]["cpu"][0], checkpoint[1]["cpu"][0])
+    assert not torch.equal(checkpoint[0]["cuda"][0], checkpoint[1]["cuda"][0])
+
+
+def test_a_checkpoint_of_older_normlab_gives_each_rank_its_cpu_row():
+    rows = torch.stack([torch.manual_seed(seed).get_state() for seed in (1, 2)])
+    assert torch.equal(rank_state(rows, 1)["cpu"][0], rows[1])
+    assert rank_state(rows, 1)["cuda"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_solo_run_saves_and_restores_the_cuda_generator_on_a_gpu():
+    randomness = MemberRandomness([7])
+    torch.cuda.manual_seed(3)
+    torch.rand(5, device="cuda")  # CUDA in use, its stream moved on
+    saved = randomness.state_dict()
+    assert saved["cuda"] is not None
+    expected = torch.rand(5, device="cuda")
+    torch.cuda.manual_seed(0)
+    randomness.load_state_dict(saved)
+    torch.testing.assert_close(torch.rand(5, device="cuda"), expected, rtol=0, atol=0)
+
+
+def test_the_gpu_check_without_a_gpu_says_so_and_skips_every_check(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: `make gpu-check` runs the checks")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    env = {**cli_environment(tmp_path), "PY": sys.executable, "GPU_CHECK_DIR": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("gpu-check: no CUDA GPU here")
+    checks = lines[1:-1]
+    assert len(checks) == 13 and all(line.startswith("SKIP  ") for line in checks), lines
+    assert {"gpu", "bf16-mixed", "sigterm-resume", "ddp-2-sync-bn-parity", "stacked"} <= {
+        line.split()[1] for line in checks
+    }
+    assert lines[-1].startswith("gpu-check: 0 passed, 0 failed, 13 skipped")

@@ -63,6 +63,7 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
         for key, value in kwargs.items()
         if value is not None or key == "check_val_every_n_epoch"
     }
+    kwargs.pop("process_group_timeout_s")  # the DDP strategy's (distributed_kwargs)
     kwargs.update(distributed_kwargs(cfg))
     return kwargs
 

@@ -28,6 +28,7 @@ SWEEP_KEY_ENV = "NORMLAB_SWEEP_KEY"
 RESULT_NEUTRAL_KEYS = (
     "threads",
     "steps_per_call",
+    "trainer.process_group_timeout_s",
     "paths.",
     "hydra/launcher",
     "hydra.launcher.",

@@ -259,6 +259,11 @@ class TrainerConfig:
     enable_model_summary: bool = False
     deterministic: bool = False
     benchmark: bool | None = None
+    # not a Trainer argument (normlab's DDP strategy takes it): how long a rank waits in a
+    # collective for a peer before failing. A dead rank makes the others wait this long on
+    # NCCL (torch's default: 30 min), so a sweep moves on after 5 min; raise it for steps or
+    # rank-0-only work (a checkpoint write) that can take longer
+    process_group_timeout_s: float = bounded(300.0, gt=0)
 
 
 @dataclass

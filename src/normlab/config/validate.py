@@ -146,6 +146,31 @@ def check_norm(cfg: DictConfig) -> None:
             )
 
 
+# trainer.precision values normlab trains correctly: weights and bookkeeping (the on-device
+# training sums, metrics) stay float32; "*-true" half precisions would cast those buffers too
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")
+
+
+def check_precision(trainer: DictConfig) -> None:
+    """trainer.precision is one normlab keeps exact books under, on a device that has it."""
+    precision = str(trainer.precision)
+    if precision not in PRECISIONS:
+        why = (
+            "casts the weights and the training sums to half precision (counts go wrong)"
+            if precision.endswith("-true") and precision[:2] in ("16", "bf")
+            else "is not a precision normlab supports"
+        )
+        raise ConfigError(
+            f"trainer.precision={precision} {why}; use trainer.precision=32, bf16-mixed "
+            "or 16-mixed (GPU)"
+        )
+    if precision == "16-mixed" and trainer.accelerator == "cpu":
+        raise ConfigError(
+            "trainer.precision=16-mixed needs a GPU (trainer.accelerator=cpu has no float16 "
+            "autocast); use trainer.precision=bf16-mixed on CPU"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Run every check; the first failure raises ConfigError."""
     from normlab.models.build import check_network
@@ -154,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
     check_network(cfg)
     check_norm(cfg)
     check_distributed(cfg)
+    check_precision(cfg.trainer)
     check_optimizer(cfg.optimizer)
     check_scheduler(cfg)
     check_init(cfg.init)

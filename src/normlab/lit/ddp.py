@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Callable
+from datetime import timedelta
 from inspect import signature
 from typing import Any
 
@@ -34,6 +36,7 @@ from normlab.utils.ranks import world_size
 log = logging.getLogger("normlab")
 
 JOIN_ENV = "NORMLAB_JOIN_RUN"  # JSON {run_dir, threads, config} for a rank joining rank 0's run
+PARENT_ENV = "NORMLAB_RANK_PARENT"  # rank 0's pid: a joining rank ends when that process ends
 # variables the launcher sets in rank 0's own environment; restored when the run ends
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # no buffer broadcast before each forward (torch >= 2.13 renamed the flag)
@@ -85,6 +88,7 @@ class RankJoiningLauncher(ScriptLauncher):
                 "LOCAL_RANK": str(local_rank),
                 "OMP_NUM_THREADS": str(threads),
                 JOIN_ENV: json.dumps(job),
+                PARENT_ENV: str(os.getpid()),
             }
             self.procs.append(
                 subprocess.Popen([sys.executable, "-m", "normlab.rank_worker"], env=env)
@@ -95,15 +99,23 @@ class RankJoiningLauncher(ScriptLauncher):
     def _watch(self) -> None:
         """A rank that dies takes its siblings down, so none waits forever in a collective.
 
-        Rank 0 then fails on the broken connection and a sweep records the cell as failed and
-        goes on (Lightning's own watcher would kill rank 0, and with it the whole sweep)."""
+        Rank 0 then fails: at once over gloo (the broken connection), and over NCCL, which
+        would wait out the process-group timeout for the dead peer, because its collectives
+        are aborted here. A sweep records the cell as failed and goes on (Lightning's own
+        watcher would kill rank 0, and with it the whole sweep). The other way round, ranks
+        end with rank 0 by themselves (normlab.rank_worker)."""
         while self._watching:
-            if any(proc.poll() not in (None, 0) for proc in self.procs):
+            dead = [proc for proc in self.procs if proc.poll() not in (None, 0)]
+            if dead:
                 for proc in self.procs:
                     if proc.poll() is None:
                         proc.kill()
+                log.error(
+                    "rank process %d ended (code %s): the run fails", dead[0].pid, dead[0].poll()
+                )
+                _abort_nccl()
                 return
-            threading.Event().wait(1.0)
+            threading.Event().wait(0.5)
 
     def release(self) -> None:
         """Wait for the started ranks (killed after 60 s), then restore rank 0's environment."""
@@ -121,6 +133,14 @@ class RankJoiningLauncher(ScriptLauncher):
             else:
                 os.environ[key] = value
         self._saved_env = None
+
+
+def _abort_nccl() -> None:
+    """Fail this process's pending NCCL collectives now (gloo's fail by themselves)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        from torch.distributed.distributed_c10d import _abort_process_group
+
+        _abort_process_group()
 
 
 class NormlabDDPStrategy(DDPStrategyWithLauncher):
@@ -189,14 +209,40 @@ class BatchNormSync(LayerSync):
         return revert_from_sync(model)
 
 
+def gather_rank_states(local: dict, all_gather: Callable[[torch.Tensor], torch.Tensor]) -> list:
+    """Every rank's random streams (`MemberRandomness.state_dict()`: CPU and, where CUDA is in
+    use, the rank's CUDA generator), rank r's at index r, on every rank.
+
+    One collective: the states travel as one flat byte tensor (every rank has the same
+    layout: the same config and the same kind of device)."""
+    cpu, cuda = list(local["cpu"]), list(local["cuda"] or [])
+    parts = [state.flatten() for state in (*cpu, *cuda)]
+    gathered = all_gather(torch.cat(parts)).cpu()  # [world, bytes]
+    sizes = [part.numel() for part in parts]
+    ranks = []
+    for row in gathered:
+        states = [state.clone() for state in row.split(sizes)]
+        ranks.append({"cpu": states[: len(cpu)], "cuda": states[len(cpu) :] if cuda else None})
+    return ranks
+
+
+def rank_state(saved, rank: int) -> dict:
+    """Rank `rank`'s streams in a checkpoint's `normlab_rank_rng` (`gather_rank_states`; older
+    checkpoints hold one CPU state per rank, as rows of a tensor)."""
+    if isinstance(saved, torch.Tensor):
+        return {"cpu": [saved[rank].clone()], "cuda": None}
+    return saved[rank]
+
+
 def distributed_kwargs(cfg) -> dict[str, Any]:
     """Trainer arguments of a multi-process run: normlab's DDP strategy and, with `norm.sync`,
     batch norms synchronized across ranks. Empty for a single process."""
     strategy = cfg.trainer.strategy
     if not (strategy == "ddp" or (strategy == "auto" and world_size(cfg.trainer) != 1)):
         return {}
+    timeout = timedelta(seconds=cfg.trainer.process_group_timeout_s)
     return {
-        "strategy": NormlabDDPStrategy(cfg),
+        "strategy": NormlabDDPStrategy(cfg, timeout=timeout),
         "plugins": [BatchNormSync()] if cfg.norm.sync else [],
     }
 

@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from normlab.data.batches import StepChunk
+from normlab.lit.ddp import gather_rank_states, rank_state
 from normlab.lit.lightning_compat import FX_NAME_ATTRIBUTE, is_attached
 from normlab.lit.regularizers import (
     WeightPenalty,
@@ -384,8 +385,10 @@ class ClassifierModule(pl.LightningModule):
             # every rank saves (rank 0 writes): keep each rank's window sums, or the resumed
             # run's first logged train/loss and train/acc would differ from an uninterrupted one
             checkpoint["normlab_rank_train_sums"] = self.all_gather(self.train_sums).cpu()
-            # and each rank's random stream (dropout masks differ across ranks)
-            checkpoint["normlab_rank_rng"] = self.all_gather(torch.get_rng_state()).cpu()
+            # and each rank's random streams, CPU and CUDA (dropout masks differ across ranks)
+            checkpoint["normlab_rank_rng"] = gather_rank_states(
+                self.model.randomness.state_dict(), self.all_gather
+            )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "normlab_rng" in checkpoint:
@@ -400,9 +403,8 @@ class ClassifierModule(pl.LightningModule):
         self.restored_rank_rng = (
             rank_rng is not None and attached and len(rank_rng) == self.trainer.world_size
         )
-        if self.restored_rank_rng:
-            # a copy: set_rng_state on a row view (storage offset) crashes the process
-            torch.set_rng_state(rank_rng[self.global_rank].clone())
+        if self.restored_rank_rng:  # this rank's own streams, not rank 0's
+            self.model.randomness.load_state_dict(rank_state(rank_rng, self.global_rank))
 
     def on_train_start(self) -> None:
         # after the state dict (rank 0's sums) is loaded into every rank

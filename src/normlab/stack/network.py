@@ -69,8 +69,8 @@ class MemberRandomness:
         """Every stream's position (for checkpoints); the global one for a stack of one."""
         states = self.states if self.states is not None else [torch.get_rng_state()]
         cuda = self.cuda_states
-        if cuda is None and self.states is None and torch.cuda.is_available():
-            cuda = [torch.cuda.get_rng_state()]
+        if cuda is None and self.states is None and cuda_in_use():
+            cuda = [torch.cuda.get_rng_state()]  # this process's device (each DDP rank's own)
         return {"cpu": [s.clone() for s in states], "cuda": cuda}
 
     def load_state_dict(self, state: dict) -> None:
@@ -79,11 +79,17 @@ class MemberRandomness:
         if self.states is None:
             # a copy: set_rng_state on a view with a storage offset crashes the process
             torch.set_rng_state(cpu[0].clone())
-            if cuda and torch.cuda.is_available():
+            if cuda and torch.cuda.is_available():  # applied when CUDA starts, if not yet
                 torch.cuda.set_rng_state(cuda[0].clone())
             return
         self.states = [s.clone() for s in cpu]
         self.cuda_states = [s.clone() for s in cuda] if cuda else None
+
+
+def cuda_in_use() -> bool:
+    """Whether this process has started CUDA (a CPU run on a GPU machine has not: asking for
+    its generator state would start a CUDA context just to save an unused stream)."""
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def _cuda_seed_state(seed: int, device: torch.device) -> torch.Tensor:

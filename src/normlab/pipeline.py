@@ -149,9 +149,16 @@ def train_members(
     )
     member_loggers = [
         build_loggers(
-            cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), config, resumed_at
+            cfg.logger,
+            run_dir,
+            run_dir.name,
+            cfg.name,
+            list(cfg.tags),
+            config,
+            resumed_at,
+            earlier_metrics[member] if earlier_metrics is not None else None,
         )
-        for cfg, run_dir, config in zip(cfgs, run_dirs, resolved, strict=True)
+        for member, (cfg, run_dir, config) in enumerate(zip(cfgs, run_dirs, resolved, strict=True))
     ]
     loggers = [MemberLoggers(member_loggers)] if stacked else member_loggers[0]
     callbacks = [*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks]

@@ -33,10 +33,12 @@ def build_loggers(
     tags: list[str],
     config: dict[str, Any],
     resumed_at: int | None = None,
+    earlier_rows: list[dict[str, str]] | None = None,
 ) -> list[Logger]:
     """The loggers the `logger` group asks for, all writing into `run_dir`.
 
-    `resumed_at`: the optimizer step of the checkpoint the run resumes from (None: a new run)."""
+    `resumed_at`: the optimizer step of the checkpoint the run resumes from (None: a new run);
+    `earlier_rows`: metrics.csv's rows before it (normlab.utils.metrics_csv.set_aside_metrics)."""
     loggers: list[Logger] = []
     if logger_cfg.csv:
         # name="" and version="" put metrics.csv directly in the run folder
@@ -45,7 +47,7 @@ def build_loggers(
     if wandb_cfg is not None and wandb_mode(wandb_cfg.mode) != "disabled":
         wandb_logger = _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config)
         if started(wandb_logger):
-            _continue_history(wandb_logger, wandb_cfg, run_dir, resumed_at)
+            _continue_history(wandb_logger, wandb_cfg, run_dir, resumed_at, earlier_rows or [])
             loggers.append(wandb_logger)
     loggers += build_extras(logger_cfg.get("extra"), "logger.extra", save_dir=str(run_dir))
     return loggers
@@ -84,16 +86,18 @@ def _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config) -> WandbLog
     return logger
 
 
-def _continue_history(logger: WandbLogger, wandb_cfg, run_dir: Path, resumed_at: int | None):
+def _continue_history(
+    logger: WandbLogger, wandb_cfg, run_dir: Path, resumed_at: int | None, earlier_rows: list
+) -> None:
     """The run's summary of val/acc_best is its maximum; an offline run resumed from a
-    checkpoint first logs the rows its earlier offline run had logged before it."""
+    checkpoint first logs again the rows logged before it (normlab.utils.wandb_run)."""
     if rank_zero_only.rank != 0:
         return
     run = logger.experiment
     run.define_metric("val/acc_best", summary="max")
     if resumed_at is not None and wandb_mode(wandb_cfg.mode) == "offline":
-        replayed = replay_before(run, run_dir, run.id, resumed_at)
-        log.info("W&B run %s: %d rows before step %d logged again", run.id, replayed, resumed_at)
+        count, source = replay_before(run, run_dir, run.id, resumed_at, earlier_rows)
+        log.info("W&B run %s: %d rows before step %d from %s", run.id, count, resumed_at, source)
 
 
 def started(wandb_logger: WandbLogger) -> bool:

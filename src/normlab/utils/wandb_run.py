@@ -4,9 +4,9 @@ The id is made once and kept in the folder (<run>/wandb/normlab-run-id), so a re
 cell logs to the same run (resume="allow"): online, W&B continues that run. Offline, W&B cannot
 append to an earlier offline run (wandb/wandb#2423, #4624): every init writes a new
 offline-run-<time>-<id> folder, and `wandb sync` does not merge two of them (#3841, #5865). So a
-resumed offline run first logs again the rows its folder's earlier offline run had logged before
-the checkpoint (as metrics.csv keeps them), and once it finishes the earlier offline folders of
-its id go: the folder holds one offline run, whose history has every step once.
+resumed offline run first logs again the rows logged before the checkpoint (those metrics.csv
+keeps; from the earlier offline run when it holds them all), and once it finishes the earlier
+offline folders of its id go: the folder holds one offline run, whose history has every step once.
 """
 
 from __future__ import annotations
@@ -126,22 +126,40 @@ def _media(row: dict[str, Any]) -> dict[str, Any]:
     return rebuilt
 
 
-def replay_before(run: Any, run_dir: Path, run_id: str, step: int) -> int:
-    """Log to `run` again the rows the folder's earlier offline runs of `run_id` logged before
-    optimizer step `step` (the checkpoint's); returns how many.
+def csv_rows_as_history(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """metrics.csv rows (one per log call, as W&B's) as the rows Lightning logged to W&B."""
+    history = []
+    for row in rows:
+        values = {key: float(value) for key, value in row.items() if value and key != "step"}
+        history.append({**values, STEP_KEY: int(row["step"])})
+    return history
 
-    The source is the earlier run that reached the furthest step: it holds every row before its
-    own end (an earlier resume replayed the rows before it), while a run killed while replaying
-    holds only part of them."""
+
+def replay_before(
+    run: Any, run_dir: Path, run_id: str, step: int, csv_rows: list[dict[str, str]]
+) -> tuple[int, str]:
+    """Log to `run` again the rows logged before optimizer step `step` (the checkpoint's);
+    returns how many and where from.
+
+    From the folder's earlier offline run of `run_id` that reached the furthest step (an earlier
+    resume replayed the rows before it; a run killed while replaying holds only part of them)
+    when it holds them all, histograms included; else from metrics.csv's rows before the
+    checkpoint (`csv_rows`, scalars): W&B's service writes the .wandb file in buffered chunks, so
+    a SIGKILLed run's file can end well before its last logged row."""
     current = Path(run.dir).parent
     earlier = [offline_history(old) for old in offline_runs(run_dir, run_id) if old != current]
-    if not earlier:
-        return 0
-    rows = max(earlier, key=lambda rows: max((row.get(STEP_KEY, -1) for row in rows), default=-1))
+    rows = max(
+        earlier,
+        key=lambda rows: max((row.get(STEP_KEY, -1) for row in rows), default=-1),
+        default=[],
+    )
     kept = [row for row in rows if STEP_KEY in row and row[STEP_KEY] < step]
+    source = "the earlier offline run"
+    if len(kept) < len(csv_rows):
+        kept, source = csv_rows_as_history(csv_rows), "metrics.csv"
     for row in kept:
         run.log(_media(row))
-    return len(kept)
+    return len(kept), source
 
 
 def drop_earlier_runs(run: Any, run_dir: Path, run_id: str) -> None:

@@ -75,6 +75,7 @@ def run_record(run_dir: Path) -> dict:
     return next(r["run"] for r in wandb_records(run_dir) if r["type"] == "run")
 
 
+@pytest.mark.slow  # ~36 s here: a run killed mid-way and re-run
 def test_a_killed_and_rerun_cell_has_one_wandb_run_with_every_step_once(cli_env, tmp_path):
     run_dir = tmp_path / "cell"
     args = [*LONG, "logger=wandb", f"hydra.run.dir={run_dir}"]
@@ -103,6 +104,7 @@ def test_a_killed_and_rerun_cell_has_one_wandb_run_with_every_step_once(cli_env,
     assert any(r["type"] == "exit" for r in wandb_records(run_dir))
 
 
+@pytest.mark.slow  # ~25 s here: a two-cell sweep and its report through the CLI
 def test_a_sweep_groups_its_wandb_runs_and_its_report_run_links_them(cli_env, tmp_path):
     done = normlab(
         "normlab.train", "-m", *TINY, "logger=wandb", "name=grouped", "seed=0,1", env=cli_env

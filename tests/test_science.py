@@ -30,6 +30,7 @@ def test_bn_matters_for_sigmoid_not_for_relu(tmp_path):
         "normlab.train",
         "-m",
         "experiment=bn_sigmoid_vs_relu",
+        "logger=csv",  # the science, not W&B (tests/test_wandb.py)
         env=cli_environment(tmp_path),
         timeout=1800,
     )

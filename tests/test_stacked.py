@@ -259,6 +259,7 @@ def test_a_stacked_ablation_agrees_with_the_solo_sweep(tmp_path, data_dir):
     for launcher in ("basic", "stacked"):
         env = cli_environment(tmp_path / launcher)
         command = [sys.executable, "-m", "normlab.train", "-m", "experiment=bn_sigmoid_vs_relu"]
+        command.append("logger=csv")  # the launchers' agreement, not W&B
         done = subprocess.run(
             [*command, f"hydra/launcher={launcher}"], env=env, capture_output=True, text=True
         )

@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks, last_checkpoint
@@ -66,6 +67,10 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs.pop("process_group_timeout_s")  # the DDP strategy's (distributed_kwargs)
     kwargs.update(distributed_kwargs(cfg))
     return kwargs
+
+
+def _has_progress_bar(callbacks: Sequence[pl.Callback]) -> bool:
+    return any(isinstance(callback, ProgressBar) for callback in callbacks)
 
 
 def train(
@@ -144,14 +149,28 @@ def train_members(
         else None
     )
     member_loggers = [
-        build_loggers(cfg.logger, run_dir, run_dir.name, cfg.name, list(cfg.tags), config)
-        for cfg, run_dir, config in zip(cfgs, run_dirs, resolved, strict=True)
+        build_loggers(
+            cfg.logger,
+            run_dir,
+            run_dir.name,
+            cfg.name,
+            list(cfg.tags),
+            config,
+            resumed_at,
+            earlier_metrics[member] if earlier_metrics is not None else None,
+        )
+        for member, (cfg, run_dir, config) in enumerate(zip(cfgs, run_dirs, resolved, strict=True))
     ]
     loggers = [MemberLoggers(member_loggers)] if stacked else member_loggers[0]
+    callbacks = [*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks]
     trainer = pl.Trainer(
-        **trainer_kwargs(lead),
+        **{
+            **trainer_kwargs(lead),
+            # a progress bar from callbacks.extra (callbacks=progress) turns the bar on
+            **({"enable_progress_bar": True} if _has_progress_bar(callbacks) else {}),
+        },
         logger=loggers or False,
-        callbacks=[*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks],
+        callbacks=callbacks,
         # without this, callbacks.checkpoint=false still got Lightning's default checkpoint
         enable_checkpointing=lead.callbacks.checkpoint,
         default_root_dir=str(stack_dir),

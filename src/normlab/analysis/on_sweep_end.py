@@ -37,3 +37,17 @@ class ReportOnSweepEnd(Callback):
                 f" (n={row.n_seeds})"
             )
         print(f"report: {report.out_dir / 'report.md'}")
+        _log_to_wandb(report)
+
+
+def _log_to_wandb(report) -> None:
+    """A sweep whose cells logged to W&B gets its report run there too (a W&B problem only
+    warns: the report on disk is complete)."""
+    from normlab.analysis.wandb_log import log_report_to_wandb, logged_to_wandb
+
+    if not logged_to_wandb(report):
+        return
+    try:
+        print(f"report on W&B: {log_report_to_wandb(report)}")
+    except Exception as exc:
+        log.warning("report not logged to W&B (%s: %s)", type(exc).__name__, exc)

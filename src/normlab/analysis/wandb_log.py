@@ -1,14 +1,20 @@
-"""Log a sweep report to W&B: the summary as a wandb.Table, the figures as wandb.Image."""
+"""Log a sweep report to W&B: one run of job_type `report` in the cells' group, the summary as a
+wandb.Table, the figures as wandb.Image, and the report folder as an Artifact."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from normlab.analysis.figures import FIGURES
 from normlab.analysis.report import SweepReport
+from normlab.sweep import SWEEP_KEY_ENV
+from normlab.utils.wandb_run import RUN_ID_FILE, wandb_mode
+
+ARTIFACT_TYPE = "sweep-report"
 
 
 def _first(runs: pd.DataFrame, column: str, default: str) -> str:
@@ -17,25 +23,49 @@ def _first(runs: pd.DataFrame, column: str, default: str) -> str:
     return str(values.iloc[0]) if len(values) else default
 
 
+def logged_to_wandb(report: SweepReport) -> bool:
+    """Whether the sweep's cells logged to W&B (their config has a `logger.wandb` project)."""
+    return (
+        "logger.wandb.project" in report.runs and report.runs["logger.wandb.project"].notna().any()
+    )
+
+
+def cell_run_ids(runs: pd.DataFrame) -> list[str]:
+    """The W&B run ids of the cells (normlab.utils.wandb_run keeps one in each cell folder)."""
+    ids = []
+    for run_dir in runs["run_dir"].dropna() if "run_dir" in runs else ():
+        path = Path(run_dir) / "wandb" / RUN_ID_FILE
+        if path.is_file():
+            ids.append(path.read_text().strip())
+    return ids
+
+
 def log_report_to_wandb(report: SweepReport) -> str:
     """Log to one W&B run in the sweep's project and group (its runs' `logger.wandb.group`,
-    else the experiment `name`); offline unless WANDB_MODE says otherwise. Returns its folder."""
+    else the experiment `name`), which names the cells' runs in its config; offline unless
+    WANDB_MODE (or the cells' `logger.wandb.mode`) says otherwise. Returns its folder."""
     import wandb  # imported here: the report itself never needs W&B
 
     runs = report.runs
+    cell_runs = cell_run_ids(runs)
     group = _first(runs, "logger.wandb.group", _first(runs, "name", report.name))
+    mode = _first(runs, "logger.wandb.mode", "") or None
     with wandb.init(
         project=_first(runs, "logger.wandb.project", "normlab"),
+        entity=_first(runs, "logger.wandb.entity", "") or None,
         group=group,
         name=f"report {report.name}",
         job_type="report",
+        tags=[tag for tag in (os.environ.get(SWEEP_KEY_ENV),) if tag],
         dir=str(report.out_dir),
-        mode=os.environ.get("WANDB_MODE", "offline"),
+        mode=wandb_mode(mode),
+        reinit="create_new",
         config={
             "sweep_dir": str(report.sweep_dir),
             "target_acc": report.target_acc,
             "marks": report.marks,
             "swept_keys": report.swept_keys,
+            "cell_runs": cell_runs,  # the ids of the train runs this report covers
         },
     ) as run:
         images = {
@@ -51,4 +81,20 @@ def log_report_to_wandb(report: SweepReport) -> str:
                 **images,
             }
         )
+        artifact = wandb.Artifact(
+            re.sub(
+                r"[^\w.-]", "-", f"report-{report.sweep_dir.parent.name}-{report.sweep_dir.name}"
+            ),
+            type=ARTIFACT_TYPE,
+            description=f"normlab sweep report of {report.sweep_dir}",
+            metadata={"group": group, "cell_runs": cell_runs},
+        )
+        artifact.add(wandb.Table(dataframe=report.summary), "summary")
+        for name in ("report.md", "summary.csv", "cells.csv"):
+            if (report.out_dir / name).is_file():
+                artifact.add_file(str(report.out_dir / name), name=name)
+        for path in report.figures.values():
+            if path is not None:
+                artifact.add_file(str(path), name=f"figures/{Path(path).name}")
+        run.log_artifact(artifact)
         return str(Path(run.dir).parent)

@@ -11,6 +11,7 @@ from normlab.callbacks.instruments import Instruments
 from normlab.callbacks.member_stopping import MemberEarlyStopping
 from normlab.callbacks.preemption import CheckpointOnPreemption
 from normlab.callbacks.pruning import OptunaPruning, TrialLink
+from normlab.config.extras import build_extras
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -19,8 +20,8 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 
 def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation), early stopping, instruments when asked, and
-    Optuna pruning in a search trial.
+    """Checkpoint (last.ckpt at every validation), early stopping, instruments when asked,
+    Optuna pruning in a search trial, then the `callbacks.extra` entries (one set per stack).
 
     `members`: the configs of a stack's members (default: `cfg` alone); the instruments read
     each member's activation."""
@@ -55,4 +56,5 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
     trial = TrialLink.from_env()  # set by the normlab_optuna sweeper in a search trial's job
     if trial is not None:
         callbacks.append(OptunaPruning(trial))
+    callbacks += build_extras(cfg.callbacks.get("extra"), "callbacks.extra")
     return callbacks

@@ -270,9 +270,12 @@ class TrainerConfig:
 class WandbConfig:
     project: str = "normlab"
     entity: str | None = None
-    mode: WandbMode = WandbMode.offline  # offline: no login, no network; `wandb sync` later
+    # null: $WANDB_MODE when set, else offline (no login, no network; `wandb sync` later);
+    # a value here wins over $WANDB_MODE
+    mode: WandbMode | None = None
     group: str | None = None  # null: the experiment name
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # beside `tags` and the sweep key
+    job_type: str = "train"
     log_model: bool = False
 
 
@@ -280,6 +283,9 @@ class WandbConfig:
 class LoggerConfig:
     csv: bool = True  # metrics.csv in the run folder
     wandb: WandbConfig | None = None
+    # more Lightning loggers by name, each {_target_: class, its arguments} (one per member of
+    # a stack); a `save_dir` argument left out gets the run folder; name=null drops one
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ShiftKind(str, Enum):
@@ -324,6 +330,8 @@ class GradcheckConfig:
 class CallbacksConfig:
     checkpoint: bool = True  # last.ckpt in <run>/checkpoints (stores the config)
     instruments: InstrumentsConfig | None = None
+    # more Lightning callbacks by name, each {_target_: class, its arguments}; name=null drops one
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

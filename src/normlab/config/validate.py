@@ -15,8 +15,10 @@ from omegaconf import DictConfig
 
 from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
+from normlab.config.extras import check_extras
 from normlab.config.schema import TrainConfig
 from normlab.utils.ranks import per_device_batch
+from normlab.utils.wandb_run import wandb_mode
 
 _BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 _BOUND_TEST = {
@@ -183,6 +185,9 @@ def validate(cfg: DictConfig) -> None:
     check_optimizer(cfg.optimizer)
     check_scheduler(cfg)
     check_init(cfg.init)
+    check_extras(cfg)
+    if cfg.logger.wandb is not None:
+        wandb_mode(cfg.logger.wandb.mode)  # a bad $WANDB_MODE fails here, in one line
     if cfg.trainer.max_steps == -1 and cfg.trainer.max_epochs == -1:
         raise ConfigError(
             "trainer.max_steps=-1 and trainer.max_epochs=-1: set a budget "

@@ -21,7 +21,8 @@ def split_member_key(key: str) -> tuple[int | None, str]:
 class MemberLoggers(Logger):
     """Routes `members/<m>/<name>` to member m's loggers as `<name>`; a metric without a member
     (Lightning's `epoch`) goes with every member's row. Each member folder so gets the metrics.csv
-    (and W&B run) its solo run would write."""
+    (and W&B run) its solo run would write. A row of metrics without a member (a callback's
+    from callbacks.extra, e.g. LearningRateMonitor's lr-SGD) goes to every member."""
 
     def __init__(self, member_loggers: Sequence[Sequence[Logger]]):
         super().__init__()
@@ -46,8 +47,9 @@ class MemberLoggers(Logger):
         for key, value in metrics.items():
             member, name = split_member_key(key)
             (shared if member is None else routed[member])[name] = value
+        everyone = bool(shared.keys() - {"epoch"})  # Lightning adds `epoch` to every row
         for loggers, own in zip(self.member_loggers, routed, strict=True):
-            if own:
+            if own or everyone:
                 for logger in loggers:
                     logger.log_metrics({**own, **shared}, step)
 

@@ -1,55 +1,103 @@
-"""Metric loggers of a run: CSV (metrics.csv in the run folder) and W&B (offline by default)."""
+"""Metric loggers of a run: CSV (metrics.csv in the run folder), W&B (offline by default) and
+any Lightning logger named in `logger.extra`."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from normlab.config.extras import build_extras
 from normlab.lit.lightning_compat import drop_wandb_init_argument
+from normlab.sweep import SWEEP_KEY_ENV
+from normlab.utils.wandb_run import (
+    drop_earlier_runs,
+    folder_run_id,
+    replay_before,
+    wandb_mode,
+)
 
 log = logging.getLogger(__name__)
 WANDB_INIT_TIMEOUT_S = 60  # bounded wait: a hung W&B service never stalls a sweep for long
 
 
 def build_loggers(
-    logger_cfg, run_dir: Path, run_name: str, group: str, tags: list[str], config: dict[str, Any]
+    logger_cfg,
+    run_dir: Path,
+    run_name: str,
+    group: str,
+    tags: list[str],
+    config: dict[str, Any],
+    resumed_at: int | None = None,
+    earlier_rows: list[dict[str, str]] | None = None,
 ) -> list[Logger]:
-    """The loggers the `logger` group asks for, all writing into `run_dir`."""
+    """The loggers the `logger` group asks for, all writing into `run_dir`.
+
+    `resumed_at`: the optimizer step of the checkpoint the run resumes from (None: a new run);
+    `earlier_rows`: metrics.csv's rows before it (normlab.utils.metrics_csv.set_aside_metrics)."""
     loggers: list[Logger] = []
     if logger_cfg.csv:
         # name="" and version="" put metrics.csv directly in the run folder
         loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
     wandb_cfg = logger_cfg.wandb
-    if wandb_cfg is not None and wandb_cfg.mode.value != "disabled":
-        import wandb
-
-        if wandb_cfg.mode.value == "offline":
-            # The run's mode alone leaves W&B's process-wide telemetry on: its first log builds
-            # an OpenTelemetry exporter (~0.1 s inside the training loop, two threads that post
-            # to api.wandb.ai). Offline settings for the process turn it off.
-            wandb.setup(settings=wandb.Settings(mode="offline"))
-        wandb_logger = WandbLogger(
-            name=run_name,
-            save_dir=str(run_dir),
-            project=wandb_cfg.project,
-            entity=wandb_cfg.entity,
-            group=wandb_cfg.group or group,
-            tags=[*tags, *wandb_cfg.tags],
-            mode=wandb_cfg.mode.value,
-            config=config,
-            log_model=wandb_cfg.log_model,
-            # a stack trains several members, each with its own run, in one process
-            reinit="create_new",
-            settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
-        )
-        # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
-        drop_wandb_init_argument(wandb_logger, "anonymous")
+    if wandb_cfg is not None and wandb_mode(wandb_cfg.mode) != "disabled":
+        wandb_logger = _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config)
         if started(wandb_logger):
+            _continue_history(wandb_logger, wandb_cfg, run_dir, resumed_at, earlier_rows or [])
             loggers.append(wandb_logger)
+    loggers += build_extras(logger_cfg.get("extra"), "logger.extra", save_dir=str(run_dir))
     return loggers
+
+
+def _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config) -> WandbLogger:
+    import wandb
+
+    mode = wandb_mode(wandb_cfg.mode)
+    if mode == "offline":
+        # The run's mode alone leaves W&B's process-wide telemetry on: its first log builds
+        # an OpenTelemetry exporter (~0.1 s inside the training loop, two threads that post
+        # to api.wandb.ai). Offline settings for the process turn it off.
+        wandb.setup(settings=wandb.Settings(mode="offline"))
+    sweep_key = os.environ.get(SWEEP_KEY_ENV)  # set by `normlab-train -m`: the sweep's name
+    logger = WandbLogger(
+        name=run_name,
+        save_dir=str(run_dir),
+        # one run per folder for life (normlab.utils.wandb_run); the other ranks log nothing
+        id=folder_run_id(run_dir) if rank_zero_only.rank == 0 else None,
+        resume="allow",
+        project=wandb_cfg.project,
+        entity=wandb_cfg.entity,
+        group=wandb_cfg.group or group,
+        tags=list(dict.fromkeys([*tags, *wandb_cfg.tags, *([sweep_key] if sweep_key else [])])),
+        job_type=wandb_cfg.job_type,
+        mode=mode,
+        config=config,
+        log_model=wandb_cfg.log_model,
+        # a stack trains several members, each with its own run, in one process
+        reinit="create_new",
+        settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
+    )
+    # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
+    drop_wandb_init_argument(logger, "anonymous")
+    return logger
+
+
+def _continue_history(
+    logger: WandbLogger, wandb_cfg, run_dir: Path, resumed_at: int | None, earlier_rows: list
+) -> None:
+    """The run's summary of val/acc_best is its maximum; an offline run resumed from a
+    checkpoint first logs again the rows logged before it (normlab.utils.wandb_run)."""
+    if rank_zero_only.rank != 0:
+        return
+    run = logger.experiment
+    run.define_metric("val/acc_best", summary="max")
+    if resumed_at is not None and wandb_mode(wandb_cfg.mode) == "offline":
+        count, source = replay_before(run, run_dir, run.id, resumed_at, earlier_rows)
+        log.info("W&B run %s: %d rows before step %d from %s", run.id, count, resumed_at, source)
 
 
 def started(wandb_logger: WandbLogger) -> bool:
@@ -70,10 +118,15 @@ def started(wandb_logger: WandbLogger) -> bool:
 
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
-    """Close the W&B run so the next job of a multirun starts a run of its own.
+    """Close the W&B run so the next job of a multirun starts a run of its own; an offline run
+    then stays the folder's only one (its earlier offline runs of the same id go).
 
     `loggers` come from build_loggers, which keeps a WandbLogger only once its run has started.
     """
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish(exit_code=exit_code)
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            run = logger.experiment
+            offline = run.settings._offline
+            run.finish(exit_code=exit_code)
+            if offline:
+                drop_earlier_runs(run, Path(logger.save_dir), run.id)

@@ -1,9 +1,11 @@
 """`python -m normlab.stack.worker SPEC.json`: train one stack of sweep cells in this process.
 
 The stacked launcher writes SPEC.json (the members' resolved configs and folders, the threads
-and the folder for stack checkpoints) and starts one worker per stack. Each member keeps a
-cell's life (normlab.sweep): a finished member is skipped, a member locked by another process
-is left to it, a failed attempt is archived, and a failure is recorded in every member's folder.
+and the folder for stack checkpoints) and starts one worker per stack, or submits one SLURM
+job array element per stack (`StackJob`, which calls `run_spec_file` in the job). Each member
+keeps a cell's life (normlab.sweep): a finished member is skipped, a member locked by another
+process is left to it, a failed attempt is archived, and a failure is recorded in every
+member's folder.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def run_stack(spec: dict) -> int:
     if not members:
         return 0
     cfgs, run_dirs, locks = zip(*members, strict=True)
-    for cfg in cfgs:
-        cfg.threads = spec["threads"]
+    if spec["threads"] is not None:  # null (a SLURM job): the thread policy decides
+        for cfg in cfgs:
+            cfg.threads = spec["threads"]
     stack_dir = (
         run_dirs[0] if len(run_dirs) == 1 else Path(spec["stacks_dir"]) / stack_name(run_dirs)
     )
@@ -74,15 +77,19 @@ def run_stack(spec: dict) -> int:
     return len(cfgs)
 
 
-def main() -> None:
-    """Console entry: one SPEC.json argument."""
+def run_spec_file(path: Path) -> int:
+    """Train the stack SPEC.json at `path` describes (a worker process, or a SLURM job)."""
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
     )
     import normlab.train  # noqa: F401  (registers the schema and resolvers)
 
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    run_stack(spec)
+    return run_stack(json.loads(Path(path).read_text()))
+
+
+def main() -> None:
+    """Console entry: one SPEC.json argument."""
+    run_spec_file(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

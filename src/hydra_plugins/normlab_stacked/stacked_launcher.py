@@ -128,7 +128,8 @@ class StackedLauncher(Launcher):
         )
         jobs = self._jobs(on_gpu)
         stackable = [cell for cell, solo in cells if not solo]
-        stacks = plan_stacks(stackable, self.max_members, jobs)
+        # on SLURM every stack gets its own allocation: split by max_members alone
+        stacks = plan_stacks(stackable, self.max_members, 1 if self.backend == "slurm" else jobs)
         stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
         if self.backend == "slurm":
             self._submit_stacks(stacks, sweep_dir)
@@ -180,7 +181,8 @@ class StackedLauncher(Launcher):
             for process, _ in running.values():
                 process.send_signal(signum)
 
-        previous = signal.signal(signal.SIGTERM, forward)
+        stop_signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        previous = {signum: signal.signal(signum, forward) for signum in stop_signals}
         try:
             while pending or running:
                 for slot in range(at_once):
@@ -209,7 +211,8 @@ class StackedLauncher(Launcher):
                 if pending or running:
                     time.sleep(0.2)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _submit_stacks(self, stacks, sweep_dir: Path) -> None:
         """Each stack as one element of a SLURM job array (submitit), then wait for them all."""

@@ -12,7 +12,7 @@ and saves checkpoints/last.ckpt; the run then closes its files and writes result
 - any other SLURM batch job (your own sbatch script): `scontrol requeue $SLURM_JOB_ID`.
 
 Lightning's own SLURM auto-requeue (an `hpc_ckpt` saved inside its USR1 handler) is off, and a
-stale `hpc_ckpt_*.ckpt` is set aside, so fit and test never load one.
+stale `hpc_ckpt_*.ckpt` is moved aside, so fit and test never load one.
 """
 
 from __future__ import annotations
@@ -60,10 +60,14 @@ def lightning_cluster_plugins() -> list:
 
 
 def set_aside_hpc_checkpoints(folder: Path) -> None:
-    """Rename Lightning HPC checkpoints in `folder`: under SLURM Lightning would resume a fit,
-    or test, from the newest one instead of the run's own weights."""
-    for stale in Path(folder).glob("hpc_ckpt_*.ckpt"):
-        stale.rename(stale.with_name(stale.name + ".ignored"))
+    """Move Lightning HPC checkpoints out of `folder` (into lightning-hpc-ignored/): under SLURM
+    Lightning would resume a fit, or test, from the newest one instead of the run's own weights."""
+    # checkpoint_connector.py `_hpc_resume_path`: any file in the folder whose name holds
+    # "hpc_ckpt_" counts, so a renamed one would still be found; a subfolder is not listed
+    for stale in sorted(Path(folder).glob("*hpc_ckpt_*")):
+        aside = stale.parent / "lightning-hpc-ignored"
+        aside.mkdir(exist_ok=True)
+        stale.rename(aside / stale.name)
         log.warning("set aside a Lightning HPC checkpoint (normlab uses last.ckpt): %s", stale)
 
 

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from conftest import TINY
 from helpers import same_result, wait_for_step
 from normlab.pipeline import train
+from normlab.sweep import CellLock
 
 FAKE_SBATCH = """#!/bin/bash
 cp "$1" "$SBATCH_CAPTURE"
@@ -407,3 +408,24 @@ def test_a_stacked_sweep_goes_to_slurm_as_one_array_element_per_stack(cli_env, t
         assert json.loads(path.read_text())["status"] == "completed"
         stack = json.loads((path.parent / "provenance.json").read_text())["stack"]
         assert stack["members"] == 4
+
+
+def test_a_requeued_job_takes_over_the_fresh_lock_its_earlier_run_left(tmp_path, monkeypatch):
+    # the first run was killed (SIGKILL after the grace time) on another node, seconds ago
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    first = CellLock(tmp_path, lease_s=600)
+    assert first.acquire()
+    first._stop.set()  # the process is gone: nothing refreshes or releases the lock
+    owner = json.loads((tmp_path / ".cell.lock").read_text())
+    (tmp_path / ".cell.lock").write_text(json.dumps({**owner, "host": "other-node"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "4343")  # another job: the fresh lease is respected
+    assert not CellLock(tmp_path, lease_s=600).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, run again
+    assert not CellLock(tmp_path, lease_s=600).acquire()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # ... after its requeue
+    again = CellLock(tmp_path, lease_s=600)
+    try:
+        assert again.acquire()
+    finally:
+        again.release()

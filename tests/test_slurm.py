@@ -429,3 +429,41 @@ def test_a_requeued_job_takes_over_the_fresh_lock_its_earlier_run_left(tmp_path,
         assert again.acquire()
     finally:
         again.release()
+
+
+def stacked_slurm_sweep(env: dict, *extra: str) -> subprocess.Popen:
+    """The 2x2 activation x norm sweep of CELL through hydra/launcher=stacked_slurm."""
+    command = ["-m", "hydra/launcher=stacked_slurm", *CELL, "activation=sigmoid,relu"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "normlab.train", *command, "norm=batch,none", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow  # two stacked sweeps through the stand-in SLURM, one of them requeued: ~2 min
+def test_a_preempted_stack_on_slurm_is_requeued_and_ends_as_an_uninterrupted_one(cli_env, tmp_path):
+    reference_root = tmp_path / "reference"
+    reference_root.mkdir()
+    env, _ = fake_cluster(reference_root, dict(cli_env, NORMLAB_ROOT=str(reference_root)))
+    reference = stacked_slurm_sweep(env)
+    output = reference.communicate(timeout=300)[0]
+    assert reference.returncode == 0, output[-3000:]
+    env, state = fake_cluster(tmp_path, cli_env)
+    sweep = stacked_slurm_sweep(env)
+    wait_for_file("outputs/multirun/**/stacks/*/checkpoints/last.ckpt", tmp_path, sweep)
+    os.kill(int((state / "100.pid").read_text()), signal.SIGUSR2)  # submitit's time-out signal
+    output = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 0, output[-3000:] + job_logs(tmp_path)
+    assert (state / "scontrol.log").read_text() == "requeue 100\n", job_logs(tmp_path)
+    cells = sorted(tmp_path.glob("outputs/multirun/**/result.json"))
+    references = sorted(reference_root.glob("outputs/multirun/**/result.json"))
+    assert [p.parent.name for p in cells] == [p.parent.name for p in references] and len(cells) == 4
+    for cell, reference in zip(cells, references, strict=True):
+        result = json.loads(cell.read_text())
+        assert result["status"] == "completed" and 100 <= result["resumed_from_step"] < 600
+        same_result(cell.parent, reference.parent)
+        metrics = (cell.parent / "metrics.csv").read_text()
+        assert metrics == (reference.parent / "metrics.csv").read_text()

@@ -338,15 +338,8 @@ def job_logs(root: Path) -> str:
     return "\n".join(p.read_text()[-2000:] for p in sorted(root.glob("outputs/**/*_log.*")))
 
 
-@pytest.mark.parametrize(
-    "signum",
-    [
-        signal.SIGTERM,
-        pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
-        pytest.param(signal.SIGUSR2, marks=pytest.mark.slow),
-    ],
-    ids=lambda s: signal.Signals(s).name,
-)
+@pytest.mark.slow  # a sweep process, the job and its requeued run: ~40 s each on 2 cores
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signalled_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(
     compose_cfg, cli_env, tmp_path, signum
 ):
@@ -377,6 +370,7 @@ def test_a_signalled_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(
     ).read_text()
 
 
+@pytest.mark.slow  # a sweep process and its job: ~25 s on 2 cores
 def test_a_stacked_sweep_goes_to_slurm_as_one_array_element_per_stack(cli_env, tmp_path):
     env, state = fake_cluster(tmp_path, cli_env)
     done = subprocess.run(

@@ -37,6 +37,11 @@ from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_
 from normlab.utils.provenance import write_provenance
 from normlab.utils.ranks import is_global_zero
 from normlab.utils.seeding import run_seeds
+from normlab.utils.slurm import (
+    lightning_cluster_plugins,
+    preemption_requeue,
+    set_aside_hpc_checkpoints,
+)
 from normlab.utils.threads import apply_thread_policy, threads_per_rank
 
 log = logging.getLogger("normlab")
@@ -66,6 +71,9 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
     kwargs.pop("process_group_timeout_s")  # the DDP strategy's (distributed_kwargs)
     kwargs.update(distributed_kwargs(cfg))
+    cluster = lightning_cluster_plugins()  # under SLURM: Lightning's auto-requeue off
+    if cluster:
+        kwargs["plugins"] = [*kwargs.get("plugins", []), *cluster]
     return kwargs
 
 
@@ -163,6 +171,8 @@ def train_members(
     ]
     loggers = [MemberLoggers(member_loggers)] if stacked else member_loggers[0]
     callbacks = [*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks]
+    set_aside_hpc_checkpoints(stack_dir)
+    requeue = preemption_requeue()  # before the fit, which takes the signals
     trainer = pl.Trainer(
         **{
             **trainer_kwargs(lead),
@@ -187,10 +197,11 @@ def train_members(
     except Pruned as exc:  # an Optuna search trial stopped by its study's pruner
         status, problem = "pruned", {"error": str(exc), "pruned_at_step": exc.step}
         log.info("%s", exc)
-    except SIGTERMException:
+    except SIGTERMException as exc:  # SIGTERM, USR1 or USR2: normlab.callbacks.preemption
+        name = getattr(exc, "signal_name", "SIGTERM")
         status, problem = (
             "preempted",
-            {"error": "SIGTERM: checkpoint saved; re-run the same command to resume"},
+            {"error": f"{name}: checkpoint saved; requeued under SLURM, else re-run to resume"},
         )
         log.warning("preempted at step %d; checkpoint saved to %s", trainer.global_step, checkpoint)
     finally:
@@ -226,4 +237,6 @@ def train_members(
         if rank_zero:
             write_json_atomic(run_dir / "result.json", result)
         results.append(result)
+    if status == "preempted":
+        requeue()  # every file is closed and written: under SLURM the job goes back in the queue
     return results

@@ -107,13 +107,32 @@ def _age_s(path: Path) -> float | None:
         return None
 
 
+def slurm_incarnation() -> dict:
+    """This process's SLURM job (array-aware) and its restart count; empty outside SLURM."""
+    array, element = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{element}" if array else os.environ.get("SLURM_JOB_ID")
+    if job is None:
+        return {}
+    return {"slurm_job": job, "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
+
+
+def _earlier_incarnation(owner: dict) -> bool:
+    """Whether a lock's owner was this same SLURM job before a requeue (it is gone: a job runs
+    once at a time), so the requeued job, on any node, need not wait out the lease."""
+    mine = slurm_incarnation()
+    if not mine or owner.get("slurm_job") != mine["slurm_job"]:
+        return False
+    return int(owner.get("slurm_restart", -1)) < mine["slurm_restart"]
+
+
 class CellLock:
     """An exclusive lock file in a cell folder, so two identical sweeps never run one cell twice.
 
     The lock is a lease: while it is held a daemon thread touches the file every lease/4, so
     a lock whose file is older than the lease belongs to a process that is gone, on any host
     (a cell requeued on another node takes it over). A lock left by a dead process on this
-    host is stale at once.
+    host is stale at once. So is one left by the same SLURM job before its requeue (the lock
+    records the job and its SLURM_RESTART_COUNT).
     """
 
     def __init__(self, run_dir: Path, lease_s: float | None = None):
@@ -142,6 +161,7 @@ class CellLock:
         except FileExistsError:
             return False
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        owner.update(slurm_incarnation())
         with os.fdopen(fd, "w") as handle:
             json.dump({**owner, "token": self._token, "lease_s": self.lease_s}, handle)
         return True
@@ -177,6 +197,8 @@ class CellLock:
         owner = self._owner() or {}
         lease = float(owner.get("lease_s", self.lease_s))
         if age > lease:
+            return True
+        if _earlier_incarnation(owner):  # left by this SLURM job before it was requeued
             return True
         return owner.get("host") == socket.gethostname() and not _pid_alive(
             int(owner.get("pid", 0))

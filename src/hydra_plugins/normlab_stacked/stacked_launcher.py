@@ -7,6 +7,11 @@ process then sees one GPU). A multi-device (DDP) cell or an Optuna search trial 
 study through its job's environment) runs through Hydra's own job runner, as
 with the basic launcher; every other cell that cannot stack trains as a stack of one, with a
 log line saying why. Finished cells are skipped; a killed stack resumes from its checkpoint.
+
+With `backend: slurm` (hydra/launcher=stacked_slurm) the stacks go to SLURM instead, through
+submitit's executor: one element of one job array per stack, each running the stack in its
+job's own process (`StackJob`). A preempted or timed-out element stops at a resume-safe step,
+is requeued through submitit's checkpointing interface and resumes (normlab.utils.slurm).
 """
 
 from __future__ import annotations
@@ -47,8 +52,19 @@ def _note_cell(cfg: DictConfig) -> tuple[DictConfig, Path]:
 class StackedLauncher(Launcher):
     """Runs a sweep's cells as stacks of members (see the module docstring)."""
 
-    def __init__(self, max_members: int = 48, n_jobs: int | None = None) -> None:
-        self.max_members, self.n_jobs = max_members, n_jobs
+    def __init__(
+        self,
+        max_members: int = 48,
+        n_jobs: int | None = None,
+        backend: str = "local",
+        slurm: DictConfig | dict | None = None,
+    ) -> None:
+        if backend not in ("local", "slurm"):
+            raise ValueError(f"hydra.launcher.backend={backend}: must be local or slurm")
+        self.max_members, self.n_jobs, self.backend = max_members, n_jobs, backend
+        if OmegaConf.is_config(slurm):
+            slurm = OmegaConf.to_container(slurm, resolve=True)
+        self.slurm = slurm  # the submitit executor's parameters (backend slurm)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -68,10 +84,11 @@ class StackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        # the first wave of stack workers starts now: their imports (Lightning, torch: seconds)
-        # overlap the composition of every cell's config below
+        # the first wave of local stack workers starts now: their imports (Lightning, torch:
+        # seconds) overlap the composition of every cell's config below
         jobs = self._jobs(str(self.config.trainer.accelerator) in GPU_ACCELERATORS)
-        warm = _WarmWorkers(sweep_dir / "stacks", min(jobs, len(job_overrides)))
+        local = self.backend == "local"
+        warm = _WarmWorkers(sweep_dir / "stacks", min(jobs, len(job_overrides)) if local else 0)
         returns, cells, ddp = [], [], []
         for offset, overrides in enumerate(job_overrides):
             index = initial_job_idx + offset
@@ -98,6 +115,11 @@ class StackedLauncher(Launcher):
             if "NORMLAB_OPTUNA_TRIAL" in (sweep_config.hydra.job.env_set or {}):
                 # a search trial reaches its study through its job's environment
                 reason = "multi-device or search trial: Hydra's job runner"
+            if reason and reason.startswith("multi-device") and self.backend == "slurm":
+                raise ValueError(
+                    f"hydra/launcher=stacked_slurm cannot run {run_dir.name} ({reason}); "
+                    "use hydra/launcher=slurm for multi-device cells and search trials"
+                )
             if reason and reason.startswith("multi-device"):
                 log.info("through Hydra's job runner (%s): %s", reason, run_dir)
                 ddp.append((offset, sweep_config))
@@ -111,10 +133,14 @@ class StackedLauncher(Launcher):
         on_gpu = any(str(cell.cfg.trainer.accelerator) in GPU_ACCELERATORS for cell, _ in cells)
         jobs = self._jobs(on_gpu)
         stackable = [cell for cell, solo in cells if not solo]
-        stacks = plan_stacks(stackable, self.max_members, jobs)
+        # on SLURM every stack gets its own allocation: split by max_members alone
+        stacks = plan_stacks(stackable, self.max_members, 1 if self.backend == "slurm" else jobs)
         stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
         try:
-            self._run_stacks(stacks, sweep_dir, jobs, warm)
+            if self.backend == "slurm":
+                self._submit_stacks(stacks, sweep_dir)
+            else:
+                self._run_stacks(stacks, sweep_dir, jobs, warm)
         finally:
             warm.close()
         for offset, sweep_config in ddp:  # Hydra's own job runner, as the basic launcher's
@@ -166,28 +192,15 @@ class StackedLauncher(Launcher):
             for process, _ in running.values():
                 process.send_signal(signum)
 
-        previous = signal.signal(signal.SIGTERM, forward)
+        stop_signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        previous = {signum: signal.signal(signum, forward) for signum in stop_signals}
         try:
             while pending or running:
                 for slot in range(at_once):
                     if slot in running or not pending or stopping["signal"]:
                         continue
                     stack = pending.pop(0)
-                    spec_path = specs_dir / f"{stack.name}.json"
-                    spec = {
-                        "threads": threads,
-                        "stacks_dir": str(specs_dir),
-                        "members": [
-                            {
-                                "run_dir": str(cell.run_dir),
-                                "config": OmegaConf.to_container(
-                                    cell.cfg, resolve=True, enum_to_str=True
-                                ),
-                            }
-                            for cell in stack.cells
-                        ],
-                    }
-                    spec_path.write_text(json.dumps(spec, indent=1))
+                    spec_path = _write_spec(stack, specs_dir, threads)
                     process = warm.hand_over(slot, spec_path)
                     if process is None:  # a later wave: a fresh worker for this stack
                         with (specs_dir / f"{stack.name}.log").open("a") as out:
@@ -208,7 +221,79 @@ class StackedLauncher(Launcher):
                 if pending or running:
                     time.sleep(0.2)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _submit_stacks(self, stacks, sweep_dir: Path) -> None:
+        """Each stack as one element of a SLURM job array (submitit), then wait for them all."""
+        import submitit
+
+        from normlab.analysis.progress import sweep_progress
+
+        if not stacks:
+            return
+        params = dict(self.slurm or {})
+        folder = params.pop("submitit_folder", str(sweep_dir / ".submitit" / "%j"))
+        executor = submitit.AutoExecutor(
+            folder=folder,
+            cluster="slurm",
+            slurm_max_num_timeout=params.pop("max_num_timeout", 3),
+        )
+        # as hydra-submitit-launcher does: shared keys plain, SLURM-only ones `slurm_`-prefixed
+        shared = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "nodes"}
+        shared |= {"mem_gb", "name", "stderr_to_stdout"}
+        executor.update_parameters(
+            **{key if key in shared else f"slurm_{key}": value for key, value in params.items()}
+        )
+        specs_dir = sweep_dir / "stacks"
+        specs_dir.mkdir(parents=True, exist_ok=True)
+        # threads: null, the job's task reads its own CPU allocation (normlab.utils.threads)
+        specs = [str(_write_spec(stack, specs_dir, None)) for stack in stacks]
+        jobs = executor.map_array(StackJob(), specs)
+        log.info("submitted %d stacks to SLURM (job %s)", len(jobs), jobs[0].job_id.split("_")[0])
+        for job, spec in zip(jobs, specs, strict=True):
+            try:
+                job.result()
+            except Exception as exc:  # each member's folder records its own outcome
+                log.error("stack job %s ended without a result (%s): %s", job.job_id, exc, spec)
+        print(sweep_progress(sweep_dir), flush=True)
+
+
+class StackJob:
+    """One stack as a submitit job: trains it in the job's own process.
+
+    `checkpoint` is submitit's checkpointing interface: on a preemption or time-out the stack
+    has stopped at a resume-safe step and saved its checkpoint (normlab.utils.slurm), and the
+    requeued job runs the same spec again, which resumes it."""
+
+    def __call__(self, spec_path: str) -> int:
+        from normlab.stack.worker import run_spec_file
+
+        return run_spec_file(Path(spec_path))
+
+    def checkpoint(self, spec_path: str):
+        """The same call, resubmitted."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, spec_path)
+
+
+def _write_spec(stack, specs_dir: Path, threads: int | None) -> Path:
+    """The stack's worker spec (its members' folders and resolved configs, the threads)."""
+    spec_path = specs_dir / f"{stack.name}.json"
+    spec = {
+        "threads": threads,
+        "stacks_dir": str(specs_dir),
+        "members": [
+            {
+                "run_dir": str(cell.run_dir),
+                "config": OmegaConf.to_container(cell.cfg, resolve=True, enum_to_str=True),
+            }
+            for cell in stack.cells
+        ],
+    }
+    spec_path.write_text(json.dumps(spec, indent=1))
+    return spec_path
 
 
 def _slot_env(slot: int, gpus: int, gpu_ids: list[str]) -> dict[str, str]:

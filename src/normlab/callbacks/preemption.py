@@ -1,8 +1,11 @@
-"""Save a checkpoint when the job is told to stop (SIGTERM: SLURM preemption, `kill`).
+"""Save a checkpoint when the job is told to stop: SIGTERM (SLURM preemption, `kill`), SIGUSR1
+(Lightning's usual `--signal=USR1@90` before a time limit) or SIGUSR2 (submitit's timeout and
+preemption signal). Whichever arrives, the handler only sets a flag; the stop, the checkpoint
+and (under SLURM) the requeue happen later, outside any signal handler (normlab.utils.slurm).
 
 Lightning's own SIGTERM handling raises wherever the signal lands (mid-validation, at an epoch's
 end, after the step counters moved on) and a checkpoint saved from there resumes into a
-different run. So normlab takes SIGTERM itself and stops only at the two points Lightning's
+different run. So normlab takes the signals itself and stops only at the two points Lightning's
 resume logic is built for, which are also where `ModelCheckpoint` saves:
 
 - the end of a training step with no validation due (a step-end checkpoint; what the step
@@ -31,32 +34,53 @@ from normlab.lit.lightning_compat import validation_due_after_batch, write_step_
 log = logging.getLogger(__name__)
 
 
+# the signals that stop a run at its next resume-safe point
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Preempted(SIGTERMException):
+    """The fit stopped at a resume-safe point on a stop signal; its checkpoint is saved."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(143)  # a SystemExit: the exit code of a terminated process
+        self.signal_name = signal_name
+
+
 class CheckpointOnPreemption(Callback):
-    """On SIGTERM: finish the step (and its validation, if due), save `path`, stop the fit."""
+    """On a stop signal: finish the step (and its validation, if due), save `path`, stop the fit."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.requested = False
+        self.received: int | None = None  # the first stop signal that arrived (this rank)
         self.stop_after_validation = False
 
-    def _request(self, signum, frame) -> None:  # signal handler: only set a flag
-        self.requested = True
+    @property
+    def requested(self) -> bool:
+        """Whether a stop signal arrived in this process."""
+        return self.received is not None
 
-    def _take_sigterm(self) -> None:
-        # Lightning registers its handler just before the sanity check and training start (it
-        # restores the previous handlers at teardown), so ours replaces it from here on
-        if signal.getsignal(signal.SIGTERM) != self._request:
-            signal.signal(signal.SIGTERM, self._request)
+    def _request(self, signum, frame) -> None:  # signal handler: only set a flag
+        if self.received is None:
+            self.received = signum
+
+    def _take_signals(self) -> None:
+        # Lightning registers its SIGTERM handler just before the sanity check and training
+        # start (it restores the previous handlers, submitit's under SLURM, at teardown), so
+        # ours replaces it from here on; USR1 / USR2 would otherwise end the process at once
+        # (the default action) or run submitit's requeue inside a signal handler mid-step
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) != self._request:
+                signal.signal(signum, self._request)
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._take_sigterm()
+        self._take_signals()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._take_sigterm()
+        self._take_signals()
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # training is over and the test takes seconds: finishing beats a resume that redoes it
-        self._take_sigterm()
+        self._take_signals()
 
     def _agreed(self, trainer: pl.Trainer) -> bool:
         # every rank must stop at the same step (the checkpoint save is collective)
@@ -65,9 +89,11 @@ class CheckpointOnPreemption(Callback):
         return self.requested
 
     def _stop(self, trainer: pl.Trainer) -> None:
+        # another rank may have been signalled: this one then names the agreement
+        name = signal.Signals(self.received).name if self.received else "a stop signal (a rank)"
         trainer.save_checkpoint(self.path)
-        log.warning("SIGTERM: checkpoint saved at step %d", trainer.global_step)
-        raise SIGTERMException
+        log.warning("%s: checkpoint saved at step %d", name, trainer.global_step)
+        raise Preempted(name)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._agreed(trainer) or _last_step(trainer):

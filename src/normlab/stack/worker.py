@@ -2,9 +2,11 @@
 
 The stacked launcher writes SPEC.json (the members' resolved configs and folders, the threads
 and the folder for stack checkpoints) and starts one worker per stack (the first wave starts
-before the stacks are planned, `--spec-on-stdin`, and reads its spec's path from stdin). Each
-member keeps a cell's life (normlab.sweep): a finished member is skipped, a member locked by
-another process is left to it, a failed attempt is archived, and a failure is recorded in every
+before the stacks are planned, `--spec-on-stdin`, and reads its spec's path from stdin), or
+submits one SLURM job array element per stack (`StackJob`, which calls `run_spec_file` in the
+job). Each member keeps a cell's life (normlab.sweep): a finished member is skipped, a member
+locked by another process is left to it, a failed attempt is archived, and a failure is
+recorded in every
 member's folder.
 """
 
@@ -54,8 +56,9 @@ def run_stack(spec: dict) -> int:
     if not members:
         return 0
     cfgs, run_dirs, locks = zip(*members, strict=True)
-    for cfg in cfgs:
-        cfg.threads = spec["threads"]
+    if spec["threads"] is not None:  # null (a SLURM job): the thread policy decides
+        for cfg in cfgs:
+            cfg.threads = spec["threads"]
     stack_dir = (
         run_dirs[0] if len(run_dirs) == 1 else Path(spec["stacks_dir"]) / stack_name(run_dirs)
     )
@@ -94,16 +97,26 @@ def _spec_from_stdin() -> Path | None:
     return spec_path
 
 
-def main() -> None:
-    """Console entry: one SPEC.json argument, or `--spec-on-stdin` (a warm worker)."""
+def run_spec_file(path: Path) -> int:
+    """Train the stack SPEC.json at `path` describes (a worker process, or a SLURM job)."""
+    _configure_logging()
+    import normlab.train  # noqa: F401  (registers the schema and resolvers)
+
+    return run_stack(json.loads(Path(path).read_text()))
+
+
+def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
     )
-    import normlab.train  # noqa: F401  (registers the schema and resolvers)
 
+
+def main() -> None:
+    """Console entry: one SPEC.json argument, or `--spec-on-stdin` (a warm worker)."""
+    _configure_logging()
     spec_path = _spec_from_stdin() if sys.argv[1:] == ["--spec-on-stdin"] else Path(sys.argv[1])
     if spec_path is not None:
-        run_stack(json.loads(spec_path.read_text()))
+        run_spec_file(spec_path)
 
 
 if __name__ == "__main__":

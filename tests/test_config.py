@@ -17,7 +17,7 @@ from normlab.paths import CONFIG_DIR
 
 
 def test_every_group_has_the_documented_options():
-    assert options("norm") == ["batch", "group", "layer", "none"]
+    assert options("norm") == ["batch", "group", "layer", "noisy_batch", "none"]
     assert options("activation") == [
         "elu",
         "gelu",

@@ -170,7 +170,9 @@ def test_figures_without_instrument_columns_are_skipped_with_a_note(tmp_path):
     write_cell(tmp_path, 0, 0, "batch", completed(0.9), BATCH_CURVES[0], instruments=False)
     report = build_report(tmp_path)
     markdown = (report.out_dir / "report.md").read_text()
-    assert markdown.count("Skipped: no `") == 2
+    # instruments' two figures, callbacks=landscape's three
+    assert markdown.count("Skipped: no `") == 5
+    assert markdown.count("callbacks=instruments)") == 2
     assert report.figures["activations"] is None and report.figures["grad_norms"] is None
     assert (report.out_dir / "val_acc.png").stat().st_size > 0
 

@@ -5,7 +5,8 @@ seed), copies it to float64 and compares, on the first `gradcheck.batch_size` tr
 every parameter tensor's autograd gradient of the cross-entropy with
 (J(theta + eps) - J(theta - eps)) / 2 eps.
 Dropout and DropConnect are off; batch norm runs in training mode, because the gradient through
-the batch statistics is the one worth checking. Prints the worst relative error per tensor.
+the batch statistics is the one worth checking; noisy batch norm keeps its noise, frozen (one
+draw, reused by every forward). Prints the worst relative error per tensor.
 Exit code: 0 when all are within `gradcheck.tolerance`, 1 when one is not, 2 for a config or
 data error.
 """
@@ -27,6 +28,7 @@ from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.config.validate import validate
 from normlab.models.dropconnect import DropConnectLinear
+from normlab.models.noisy_batchnorm import seeded_noise
 from normlab.paths import CONFIG_DIR
 from normlab.utils.seeding import run_seeds
 
@@ -55,7 +57,8 @@ def relative_error(analytic: torch.Tensor, numeric: torch.Tensor) -> torch.Tenso
 
 
 def deterministic_training_mode(model: nn.Module) -> None:
-    """Training mode (batch statistics) with the random layers switched off."""
+    """Training mode (batch statistics) with the random layers switched off (noisy batch norms
+    keep their noise: `run_gradcheck` freezes it)."""
     model.train()
     for module in model.modules():
         # every dropout kind (Dropout2d, AlphaDropout... in a network of one's own)
@@ -116,14 +119,16 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     deterministic_training_mode(network)
     x, y = datamodule.tensors["train"]
     size = cfg.gradcheck.batch_size
-    return check_gradients(
-        network,
-        x[:size].double(),
-        y[:size],
-        epsilon=cfg.gradcheck.epsilon,
-        max_entries=cfg.gradcheck.max_entries,
-        seed=cfg.seed,
-    )
+    # norm=noisy_batch: the same noise at every forward, or the differences would measure it
+    with seeded_noise(network, cfg.seed):
+        return check_gradients(
+            network,
+            x[:size].double(),
+            y[:size],
+            epsilon=cfg.gradcheck.epsilon,
+            max_entries=cfg.gradcheck.max_entries,
+            seed=cfg.seed,
+        )
 
 
 def format_report(checks: list[TensorCheck], tolerance: float) -> str:

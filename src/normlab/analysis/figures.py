@@ -15,6 +15,12 @@ from typing import NamedTuple
 import pandas as pd
 from matplotlib.figure import Figure
 
+from normlab.analysis.landscape_figures import (
+    plot_ics_cos,
+    plot_ics_l2,
+    plot_landscape,
+    plot_lr_range,
+)
 from normlab.analysis.tables import VAL_ACC, metric_table
 
 # `act/layer3/unit/p15` (one typical unit; `unit_p15` accepted too) or pooled `act/layer3/p15`
@@ -148,6 +154,7 @@ class FigureSpec(NamedTuple):
 
 
 INSTRUMENTS_OFF = "; turn the instruments on (callbacks=instruments)"
+LANDSCAPE_OFF = "; turn the landscape probes on (callbacks=landscape)"
 FIGURES = {
     "val_acc": FigureSpec(
         "val_acc.png",
@@ -167,5 +174,29 @@ FIGURES = {
         "Gradient norm per layer",
         "no `grad/layerK/norm` columns in metrics.csv" + INSTRUMENTS_OFF,
         plot_gradient_norms,
+    ),
+    "ics_l2": FigureSpec(
+        "ics_l2.png",
+        "Internal covariate shift per layer: ||G - G'|| (Santurkar def. 2.1)",
+        "no `ics/<layer>/l2` columns in metrics.csv" + LANDSCAPE_OFF,
+        plot_ics_l2,
+    ),
+    "ics_cos": FigureSpec(
+        "ics_cos.png",
+        "Internal covariate shift per layer: cos(G, G')",
+        "no `ics/<layer>/cos` columns in metrics.csv" + LANDSCAPE_OFF,
+        plot_ics_cos,
+    ),
+    "landscape": FigureSpec(
+        "landscape.png",
+        "Loss landscape, gradient predictiveness and beta-smoothness along the gradient",
+        "no `landscape/*` columns in metrics.csv" + LANDSCAPE_OFF,
+        plot_landscape,
+    ),
+    "lr_range": FigureSpec(
+        "lr_range.png",
+        "Final test accuracy against the learning rate",
+        "the sweep does not vary `optimizer.lr`",
+        plot_lr_range,
     ),
 }

@@ -8,6 +8,7 @@ import pandas as pd
 
 from normlab.analysis.collect import COMPLETED
 from normlab.analysis.figures import FIGURES
+from normlab.analysis.landscape_figures import lr_range_section
 from normlab.analysis.markdown import BLANK, fixed, markdown_table
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def render_markdown(report: SweepReport) -> str:
         "Mean over seeds of the last `val/acc` logged at or before each step; blank when a run "
         "stopped before the mark.",
         "",
+        *lr_range_section(runs),
         *_figures_section(report),
         "## Cells left out of the means",
         "",

@@ -26,6 +26,7 @@ LABELS = {
     "raw_1t": "(i) raw PyTorch loop, 1 thread: one core's limit",
     "stacked": "(j) stacked, 12 members, a process per core (member-steps/s)",
     "stacked48": "(k) stacked, 48 members, 1 process, 1 thread (member-steps/s)",
+    "landscape": "(l) normlab + landscape probes (ICS, L(w - eta g))",
 }
 STACKED = 12  # the main ablation's cells: 2 activations x 2 norms x 3 seeds
 STACKED_MEMORY = 48  # the memory bound: this stack within 2x a solo run's peak RSS
@@ -33,6 +34,8 @@ STACKED_MEMORY = 48  # the issue's memory bound: this stack within 2x a solo run
 NORMLAB_OVERRIDES = {
     "normlab": ["logger=wandb"],
     "instruments": ["logger=wandb", "callbacks=instruments"],
+    # Santurkar's measures at their default cadence (every 100 steps, 500 probe examples)
+    "landscape": ["logger=wandb", "callbacks=landscape"],
     # (b) with one optimizer step per Lightning batch: what the step chunks are worth
     "one_step": ["logger=wandb", "steps_per_call=1"],
     # the thread policy, decided by measurement: one small model on 1 thread vs all cores

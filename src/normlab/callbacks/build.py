@@ -8,6 +8,7 @@ from pathlib import Path
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from normlab.callbacks.instruments import Instruments
+from normlab.callbacks.landscape import Landscape
 from normlab.callbacks.member_stopping import MemberEarlyStopping
 from normlab.callbacks.preemption import CheckpointOnPreemption
 from normlab.callbacks.pruning import OptunaPruning, TrialLink
@@ -20,8 +21,9 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 
 def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation), early stopping, instruments when asked,
-    Optuna pruning in a search trial, then the `callbacks.extra` entries (one set per stack).
+    """Checkpoint (last.ckpt at every validation), early stopping, instruments and landscape
+    probes when asked, Optuna pruning in a search trial, then the `callbacks.extra` entries (one
+    set per stack).
 
     `members`: the configs of a stack's members (default: `cfg` alone); the instruments read
     each member's activation."""
@@ -53,6 +55,8 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
     if cfg.callbacks.instruments is not None:
         activations = [member.activation.name for member in members or [cfg]]
         callbacks.append(Instruments(cfg.callbacks.instruments, activations))
+    if cfg.callbacks.get("landscape") is not None:
+        callbacks.append(Landscape(cfg.callbacks.landscape))
     trial = TrialLink.from_env()  # set by the normlab_optuna sweeper in a search trial's job
     if trial is not None:
         callbacks.append(OptunaPruning(trial))

@@ -40,6 +40,7 @@ class NormName(str, Enum):
     batch = "batch"
     layer = "layer"
     group = "group"
+    noisy_batch = "noisy_batch"
     none = "none"
 
 
@@ -132,6 +133,12 @@ class NormConfig:
     linear_bias: bool | None = None  # null: dropped exactly when batch norm follows the linear
     sync: bool = True  # multi-device runs: all-reduce batch statistics across ranks
     ghost_batches: int = bounded(1, ge=1)  # BN statistics per 1/G slice of a batch
+    # noisy_batch (models/noisy_batchnorm.py): per unit and step, scale mean ~ U(1 -/+ this),
+    # scale std ~ U(0, this), shift mean ~ U(-/+ this), shift std ~ U(0, this)
+    noise_scale_mean: float = bounded(0.5, ge=0)
+    noise_scale_std: float = bounded(0.5, ge=0)
+    noise_shift_mean: float = bounded(0.5, ge=0)
+    noise_shift_std: float = bounded(0.5, ge=0)
 
 
 @dataclass
@@ -327,9 +334,21 @@ class GradcheckConfig:
 
 
 @dataclass
+class LandscapeConfig:
+    """Santurkar et al. 2018's measures on a fixed probe batch (callbacks/landscape.py)."""
+
+    every_n_steps: int = bounded(100, ge=1)  # record at optimizer steps 0, N, 2N, ...
+    probe_size: int = bounded(500, ge=2)  # the first examples of the validation split
+    # the step sizes eta of L(w - eta g), as multiples of the member's current learning rate
+    lr_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    ics: bool = True  # internal covariate shift (definition 2.1) per layer: ics/<layer>/*
+
+
+@dataclass
 class CallbacksConfig:
     checkpoint: bool = True  # last.ckpt in <run>/checkpoints (stores the config)
     instruments: InstrumentsConfig | None = None
+    landscape: LandscapeConfig | None = None  # callbacks=landscape
     # more Lightning callbacks by name, each {_target_: class, its arguments}; name=null drops one
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -139,7 +139,7 @@ def check_norm(cfg: DictConfig) -> None:
                 f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]}"
                 f"{width}; pick a divisor, e.g. one of {divisors}"
             )
-    if norm.name == "batch":
+    if norm.name in ("batch", "noisy_batch"):
         per_device = per_device_batch(cfg.trainer, cfg.data.batch_size) or cfg.data.batch_size
         if per_device < 2:
             raise ConfigError(

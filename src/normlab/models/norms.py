@@ -6,6 +6,7 @@ from torch import nn
 
 from normlab.config.schema import NormName
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
+from normlab.models.noisy_batchnorm import NoisyBatchNorm1d, NoisyBatchNorm2d
 
 
 def build_norm(
@@ -18,9 +19,14 @@ def build_norm(
     affine: bool = True,
     num_groups: int = 1,
     ghost_batches: int = 1,
+    noise: dict[str, float] | None = None,
 ) -> nn.Module:
-    """A normalization layer over `num_features` features (channels when `spatial`)."""
+    """A normalization layer over `num_features` features (channels when `spatial`); `noise`:
+    noisy_batch's scale_mean, scale_std, shift_mean and shift_std (NoisyBatchNorm1d)."""
     kind = NormName(name)
+    if kind is NormName.noisy_batch:
+        layer = NoisyBatchNorm2d if spatial else NoisyBatchNorm1d
+        return layer(num_features, eps=eps, momentum=momentum, affine=affine, **(noise or {}))
     if kind is NormName.batch:
         if ghost_batches > 1:
             ghost = GhostBatchNorm2d if spatial else GhostBatchNorm1d
@@ -54,6 +60,12 @@ def norm_from_config(norm_cfg, num_features: int, spatial: bool = False) -> nn.M
         affine=norm_cfg.affine,
         num_groups=norm_cfg.num_groups,
         ghost_batches=norm_cfg.ghost_batches,
+        noise={
+            "scale_mean": norm_cfg.noise_scale_mean,
+            "scale_std": norm_cfg.noise_scale_std,
+            "shift_mean": norm_cfg.noise_shift_mean,
+            "shift_std": norm_cfg.noise_shift_std,
+        },
     )
 
 
@@ -62,4 +74,5 @@ def linear_needs_bias(norm_cfg) -> bool:
     if norm_cfg.linear_bias is not None:
         return bool(norm_cfg.linear_bias)
     before = norm_cfg.placement == "before_activation"
-    return not (NormName(norm_cfg.name) is NormName.batch and before)
+    batch_norms = (NormName.batch, NormName.noisy_batch)
+    return not (NormName(norm_cfg.name) in batch_norms and before)

@@ -85,6 +85,10 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
         return "compile=true compiles one network, not a stack"
     if last_checkpoint(run_dir).is_file():
         return "it resumes its own solo checkpoint"
+    if cfg.norm.name == "noisy_batch":
+        # its noise is drawn inside the norm layer, where the stacked forward does not swap in
+        # each member's random stream (normlab.stack.network.MemberRandomness) as for dropout
+        return "norm=noisy_batch draws its noise from the run's own random stream"
     return None
 
 

@@ -53,4 +53,4 @@ def test_every_command_is_a_console_script_with_a_real_help():
     assert done.returncode == 0
     assert done.stdout.startswith("normlab-train: normalization ablations")
     assert "== Presets (-m experiment=NAME) ==" in done.stdout
-    assert "norm: batch, group, layer, none" in done.stdout
+    assert "norm: batch, group, layer, noisy_batch, none" in done.stdout

@@ -1,13 +1,32 @@
 """At least 20 invalid command lines: each exits 2 with one clear line naming the key."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from conftest import cli_environment
 from helpers import INVALID, normlab
+from normlab.utils.threads import available_cores
+
+
+@pytest.fixture(scope="module")
+def invalid_runs(tmp_path_factory) -> dict[tuple[str, ...], object]:
+    """Every INVALID line through the CLI once, one process per core at a time (each spends
+    its seconds importing torch; the table has ~40 lines)."""
+    root = tmp_path_factory.mktemp("invalid")
+    lines = [tuple(args) for args, _ in INVALID]
+
+    def run(index_and_args):
+        index, args = index_and_args
+        return normlab("normlab.train", *args, env=cli_environment(root / str(index)))
+
+    with ThreadPoolExecutor(max_workers=max(1, available_cores())) as pool:
+        return dict(zip(lines, pool.map(run, enumerate(lines)), strict=True))
 
 
 @pytest.mark.parametrize(("args", "key"), INVALID, ids=[" ".join(a) for a, _ in INVALID])
-def test_invalid_command_line_fails_in_one_line(args, key, cli_env):
-    done = normlab("normlab.train", *args, env=cli_env)
+def test_invalid_command_line_fails_in_one_line(args, key, invalid_runs):
+    done = invalid_runs[tuple(args)]
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr

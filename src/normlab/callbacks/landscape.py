@@ -45,7 +45,7 @@ from torch.func import functional_call, grad_and_value
 
 from normlab.callbacks.instruments import _named, member_networks
 from normlab.config.errors import ConfigError
-from normlab.models.build import hidden_blocks
+from normlab.models.blocks import HiddenBlock
 from normlab.models.noisy_batchnorm import seeded_noise
 
 Tensors = dict[str, torch.Tensor]
@@ -129,6 +129,12 @@ def landscape_metrics(
         "landscape/beta": torch.stack(smoothness).max(),
     }
     return metrics, gradient
+
+
+def hidden_blocks(model: nn.Module) -> dict[str, HiddenBlock]:
+    """normlab's hidden blocks of `model` by name (`layer1`, ...): ICS is defined per block
+    (a network of one's own has none, and logs no ICS)."""
+    return {name: m for name, m in model.named_children() if isinstance(m, HiddenBlock)}
 
 
 def ics_layers(model: nn.Module) -> dict[str, tuple[str, list[str]]]:

@@ -21,21 +21,11 @@ from normlab.analysis.landscape_figures import (
     plot_landscape,
     plot_lr_range,
 )
-from normlab.analysis.tables import VAL_ACC, metric_table
+from normlab.analysis.tables import VAL_ACC, curves_by_configuration, metric_table
 
 # `act/layer3/unit/p15` (one typical unit; `unit_p15` accepted too) or pooled `act/layer3/p15`
 PERCENTILE = re.compile(r"^act/layer(\d+)/(unit[/_])?p(15|50|85)$")
 GRAD_NORM = re.compile(r"^grad/(layer(\d+)|head)/norm$")
-
-
-def _by_configuration(curves: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each configuration's curves, in job order (configurations without curves left out)."""
-    groups = {}
-    for label, cells in runs.groupby("configuration", sort=False):
-        selected = curves[curves["cell"].isin(cells["cell"])]
-        if not selected.empty:
-            groups[label] = selected
-    return groups
 
 
 def _panels(count: int, title: str) -> tuple[Figure, list]:
@@ -52,7 +42,7 @@ def _panels(count: int, title: str) -> tuple[Figure, list]:
 
 def plot_val_accuracy(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
     """Validation accuracy against steps: mean over seeds, min-max band, one line each."""
-    groups = _by_configuration(curves[curves["metric"] == VAL_ACC], runs)
+    groups = curves_by_configuration(curves[curves["metric"] == VAL_ACC], runs)
     if not groups:
         return None
     figure = Figure(figsize=(6.4, 4.4), layout="constrained")
@@ -97,7 +87,7 @@ def plot_activation_percentiles(
     names = last_layer_percentiles(set(curves["metric"].unique()))
     if names is None:
         return None
-    groups = _by_configuration(curves[curves["metric"].isin(names.values())], runs)
+    groups = curves_by_configuration(curves[curves["metric"].isin(names.values())], runs)
     layer = PERCENTILE.match(names["50"])
     kind = "one typical unit" if layer[2] else "all units pooled"
     figure, axes = _panels(
@@ -128,7 +118,7 @@ def plot_gradient_norms(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) ->
     ]
     if not metrics:
         return None
-    groups = _by_configuration(curves[curves["metric"].isin(metrics)], runs)
+    groups = curves_by_configuration(curves[curves["metric"].isin(metrics)], runs)
     figure, axes = _panels(len(groups), "Gradient norm per layer (mean over seeds)")
     colors = [f"C{index % 10}" for index in range(len(metrics))]
     for axis, (label, selected) in zip(axes, groups.items(), strict=True):

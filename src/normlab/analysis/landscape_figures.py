@@ -10,22 +10,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from normlab.analysis.tables import metric_table
+from normlab.analysis.tables import curves_by_configuration, metric_table
 
 ICS = re.compile(r"^ics/(layer(\d+)|head)/(l2|cos)$")
 LR = "optimizer.lr"
 GOOD_WITHIN = 0.02  # "trains well": mean test accuracy within 2 points of the best lr's
 LR_LABEL = re.compile(r"(, )?optimizer\.lr=[^,]*")
-
-
-def _configurations(curves: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each configuration's curves, in job order (those without curves left out)."""
-    groups = {}
-    for label, cells in runs.groupby("configuration", sort=False):
-        selected = curves[curves["cell"].isin(cells["cell"])]
-        if not selected.empty:
-            groups[label] = selected
-    return groups
 
 
 def _ics_metrics(curves: pd.DataFrame, kind: str) -> list[str]:
@@ -41,7 +31,7 @@ def plot_ics(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, kind: str) ->
     metrics = _ics_metrics(curves, kind)
     if not metrics:
         return None
-    groups = _configurations(curves[curves["metric"].isin(metrics)], runs)
+    groups = curves_by_configuration(curves[curves["metric"].isin(metrics)], runs)
     columns = min(len(groups), 3)
     rows = -(-len(groups) // columns)
     figure = Figure(figsize=(4.2 * columns, 3.3 * rows), layout="constrained")
@@ -98,7 +88,7 @@ def plot_landscape(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path
     predictiveness; the beta-smoothness as a line."""
     if "landscape/loss_min" not in set(curves["metric"].unique()):
         return None
-    groups = _configurations(curves[curves["metric"].str.startswith("landscape/")], runs)
+    groups = curves_by_configuration(curves[curves["metric"].str.startswith("landscape/")], runs)
     figure = Figure(figsize=(13.5, 3.8), layout="constrained")
     axes = figure.subplots(1, 3, sharex=True)
     figure.suptitle(

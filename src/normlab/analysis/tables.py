@@ -100,3 +100,13 @@ def summarize(
         for label, cells in runs.groupby("configuration", sort=False)
     }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("configuration").reset_index()
+
+
+def curves_by_configuration(curves: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each configuration's curves, in job order (configurations without curves left out)."""
+    groups = {}
+    for label, cells in runs.groupby("configuration", sort=False):
+        selected = curves[curves["cell"].isin(cells["cell"])]
+        if not selected.empty:
+            groups[label] = selected
+    return groups

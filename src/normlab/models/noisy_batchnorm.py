@@ -28,9 +28,17 @@ from torch import nn
 class _NoisyBatchNorm:
     """The noise on top of a batch norm class (mixed in before it)."""
 
-    def _init_noise(
-        self, scale_mean: float, scale_std: float, shift_mean: float, shift_std: float
-    ) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        scale_mean: float,
+        scale_std: float,
+        shift_mean: float,
+        shift_std: float,
+        **batch_norm_args,
+    ):
+        super().__init__(num_features, **batch_norm_args)  # the batch norm class after us
         self.noise_scale_mean, self.noise_scale_std = scale_mean, scale_std
         self.noise_shift_mean, self.noise_shift_std = shift_mean, shift_std
         self.noise_seed: int | None = None  # set by seeded_noise
@@ -73,35 +81,9 @@ class _NoisyBatchNorm:
 class NoisyBatchNorm1d(_NoisyBatchNorm, nn.BatchNorm1d):
     """Batch norm over (N, C) features followed by Santurkar's per-step-varying noise."""
 
-    def __init__(
-        self,
-        num_features: int,
-        *,
-        scale_mean: float,
-        scale_std: float,
-        shift_mean: float,
-        shift_std: float,
-        **batch_norm_args,
-    ):
-        nn.BatchNorm1d.__init__(self, num_features, **batch_norm_args)
-        self._init_noise(scale_mean, scale_std, shift_mean, shift_std)
-
 
 class NoisyBatchNorm2d(_NoisyBatchNorm, nn.BatchNorm2d):
     """Batch norm over (N, C, H, W) maps followed by Santurkar's per-step-varying noise."""
-
-    def __init__(
-        self,
-        num_features: int,
-        *,
-        scale_mean: float,
-        scale_std: float,
-        shift_mean: float,
-        shift_std: float,
-        **batch_norm_args,
-    ):
-        nn.BatchNorm2d.__init__(self, num_features, **batch_norm_args)
-        self._init_noise(scale_mean, scale_std, shift_mean, shift_std)
 
 
 NOISY_BATCH_NORMS = (NoisyBatchNorm1d, NoisyBatchNorm2d)

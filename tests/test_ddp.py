@@ -227,6 +227,7 @@ PREEMPTIBLE = [
 ]
 
 
+@pytest.mark.slow  # three 2-rank runs through the CLI: ~90 s on 2 cores
 def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp_path):
     reference = tmp_path / "reference"
     normlab_train(*PREEMPTIBLE, f"hydra.run.dir={reference}", root=tmp_path)

@@ -12,6 +12,8 @@ from conftest import TINY
 from helpers import normlab
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
+from normlab.config.precheck import compose_checked
+from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train, train_members
 
 LR_MONITOR = "+callbacks.extra.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor"
@@ -86,27 +88,32 @@ def test_a_logger_without_save_dir_keeps_its_own_and_one_with_it_gets_the_run_fo
     assert not (run_dir / "tensorboard").exists()
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        (
-            "+callbacks.extra.mine._target_=nowhere.Callback",
-            "callbacks.extra.mine._target_=nowhere.Callback: cannot import it",
-        ),
-        (
-            "+callbacks.extra.mine._target_=torch.nn.Linear",
-            "callbacks.extra.mine._target_=torch.nn.Linear: not a pytorch_lightning Callback",
-        ),
-        (
-            "+logger.extra.mine._target_=pytorch_lightning.callbacks.LearningRateMonitor",
-            "not a pytorch_lightning Logger",
-        ),
-        ("+callbacks.extra.mine=3", "callbacks.extra.mine: not a {_target_: class, arguments}"),
-    ],
-)
-def test_a_bad_extra_entry_is_one_line_and_exit_2_before_training(
-    override, message, cli_env, tmp_path
-):
+BAD_EXTRAS = [
+    (
+        "+callbacks.extra.mine._target_=nowhere.Callback",
+        "callbacks.extra.mine._target_=nowhere.Callback: cannot import it",
+    ),
+    (
+        "+callbacks.extra.mine._target_=torch.nn.Linear",
+        "callbacks.extra.mine._target_=torch.nn.Linear: not a pytorch_lightning Callback",
+    ),
+    (
+        "+logger.extra.mine._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+        "not a pytorch_lightning Logger",
+    ),
+    ("+callbacks.extra.mine=3", "callbacks.extra.mine: not a {_target_: class, arguments}"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_EXTRAS)
+def test_a_bad_extra_entry_fails_the_precheck_in_one_line(override, message):
+    with pytest.raises(ConfigError) as caught:
+        compose_checked(str(CONFIG_DIR), "train", [*TINY, override])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_bad_extra_entry_is_one_line_and_exit_2_before_training(cli_env, tmp_path):
+    override, message = BAD_EXTRAS[0]  # the CLI turns the precheck's error into one line
     done = normlab("normlab.train", *TINY, override, f"hydra.run.dir={tmp_path}/run", env=cli_env)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ def test_resident_batches_skip_the_device_transfer(compose_cfg, data_dir):
     assert all(tensor.device.type == "meta" for tensor in moved)
 
 
+@pytest.mark.slow  # inductor compiles the step on first use: ~30 s here
 def test_compile_true_trains_on_cpu(run_training):
     result, run_dir = run_training(*TINY, "compile=true")
     assert result["status"] == "completed" and result["steps"] == 20

@@ -15,11 +15,11 @@ from helpers import normlab, same_result, start_training, wait_for_step
 from normlab.config.resolvers import register_resolvers
 from normlab.pipeline import train
 
-# 3,000 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
+# 1,500 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
 LONG = [
     "data.train_size=20000",
     "data.test_size=2000",
-    "trainer.max_steps=3000",
+    "trainer.max_steps=1500",
     "trainer.val_check_interval=250",
     "regularizer=[dropout]",
     "threads=1",
@@ -44,13 +44,13 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, cli_env, tmp_path):
     run_dir = tmp_path / "killed"
     process = start(run_dir, cli_env)
-    wait_for_step(run_dir, 1000, process)
+    wait_for_step(run_dir, 750, process)
     process.kill()  # SIGKILL: no chance to clean up
     process.wait()
     done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=cli_env)
     assert done.returncode == 0, done.stderr
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["resumed_from_step"] >= 1000
+    assert result["resumed_from_step"] >= 750
     assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
     same_result(run_dir, uninterrupted)
 
@@ -58,7 +58,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, cli_en
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(uninterrupted, cli_env, tmp_path):
     run_dir = tmp_path / "preempted"
     process = start(run_dir, cli_env)
-    wait_for_step(run_dir, 600, process)
+    wait_for_step(run_dir, 500, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr

@@ -1,6 +1,10 @@
 """`logger.extra` and `callbacks.extra`: Lightning loggers and callbacks named in the config by
 `_target_`, checked before training (one line naming the key) and built with
-hydra.utils.instantiate."""
+hydra.utils.instantiate.
+
+Lightning is imported only when an entry is there to check: the precheck runs before every
+training and every sweep, and importing Lightning costs seconds (the one-line error of a bad
+command line, and a sweep's parent process, would pay them for nothing)."""
 
 from __future__ import annotations
 
@@ -11,22 +15,34 @@ from typing import Any
 from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, RichProgressBar
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from normlab.config.errors import ConfigError
 
-SECTIONS = {"logger.extra": Logger, "callbacks.extra": Callback}
+SECTIONS = ("logger.extra", "callbacks.extra")
 EXAMPLES = {
     "logger.extra": "pytorch_lightning.loggers.TensorBoardLogger",
     "callbacks.extra": "pytorch_lightning.callbacks.LearningRateMonitor",
 }
-# Lightning classes whose packages are optional: (importable modules, normlab's extra)
-OPTIONAL = {
-    TensorBoardLogger: (("tensorboard", "tensorboardX"), "tensorboard"),
-    RichProgressBar: (("rich",), "progress"),
-}
 FILLED_IN = ("save_dir",)  # arguments normlab gives when an entry leaves them out
+
+
+def section_base(where: str) -> type:
+    """The Lightning class every entry of section `where` must subclass."""
+    from pytorch_lightning.callbacks import Callback
+    from pytorch_lightning.loggers import Logger
+
+    return Logger if where == "logger.extra" else Callback
+
+
+def optional_packages() -> dict[type, tuple[tuple[str, ...], str]]:
+    """Lightning classes whose packages are optional: (importable modules, normlab's extra)."""
+    from pytorch_lightning.callbacks import RichProgressBar
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return {
+        TensorBoardLogger: (("tensorboard", "tensorboardX"), "tensorboard"),
+        RichProgressBar: (("rich",), "progress"),
+    }
 
 
 def entries(section: Any) -> dict[str, Any]:
@@ -67,7 +83,7 @@ def check_entry(where: str, entry: Any, base: type) -> type:
         raise ConfigError(
             f"{where}._target_={target}: not a pytorch_lightning {base.__name__}{hint}"
         )
-    for needs, (modules, extra) in OPTIONAL.items():
+    for needs, (modules, extra) in optional_packages().items():
         if issubclass(cls, needs) and not any(importlib.util.find_spec(m) for m in modules):
             raise ConfigError(
                 f"{where}: {cls.__name__} needs the {modules[0]} package; "
@@ -86,10 +102,10 @@ def check_entry(where: str, entry: Any, base: type) -> type:
 
 def check_extras(cfg: DictConfig) -> None:
     """Every `logger.extra` and `callbacks.extra` entry names a class that will build."""
-    for where, base in SECTIONS.items():
+    for where in SECTIONS:
         group, _ = where.split(".")
         for name, entry in entries(cfg[group].get("extra")).items():
-            check_entry(f"{where}.{name}", entry, base)
+            check_entry(f"{where}.{name}", entry, section_base(where))
 
 
 def build_extras(section: Any, where: str, **filled_in: Any) -> list[Any]:
@@ -97,7 +113,7 @@ def build_extras(section: Any, where: str, **filled_in: Any) -> list[Any]:
     the `filled_in` arguments (save_dir) its class takes and the entry leaves out."""
     built = []
     for name, entry in entries(section).items():
-        cls = check_entry(f"{where}.{name}", entry, SECTIONS[where])
+        cls = check_entry(f"{where}.{name}", entry, section_base(where))
         parameters = inspect.signature(cls).parameters
         given = {
             key: value for key, value in filled_in.items() if key in parameters and key not in entry

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from normlab.callbacks.build import build_callbacks, last_checkpoint
+from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
 from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
@@ -28,7 +28,7 @@ from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
 from normlab.lit.module import Diverged
 from normlab.lit.step_plan import StepPlan
 from normlab.models.build import seeded_network
-from normlab.paths import REPO_DIR
+from normlab.paths import REPO_DIR, last_checkpoint
 from normlab.stack.loggers import MemberLoggers, member_metrics
 from normlab.stack.network import MemberRandomness, MemberStack
 from normlab.utils.files import write_json_atomic, write_text_atomic

@@ -39,6 +39,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.normlab_stacked.composed_once import ComposedOnce
 from normlab.utils.gpus import GPU_ACCELERATORS
 
 log = logging.getLogger("normlab")
@@ -73,6 +74,9 @@ class StackedLauncher(Launcher):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        if not isinstance(hydra_context.config_loader, ComposedOnce):
+            # shared with the sweeper: the cells it composes to check them are kept for launch()
+            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -93,9 +97,7 @@ class StackedLauncher(Launcher):
         for offset, overrides in enumerate(job_overrides):
             index = initial_job_idx + offset
             log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
+            sweep_config = self.hydra_context.config_loader.take(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = index
                 sweep_config.hydra.job.num = index

@@ -13,11 +13,7 @@ from normlab.callbacks.member_stopping import MemberEarlyStopping
 from normlab.callbacks.preemption import CheckpointOnPreemption
 from normlab.callbacks.pruning import OptunaPruning, TrialLink
 from normlab.config.extras import build_extras
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """Where a run's latest checkpoint lives (what a re-run resumes from)."""
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
+from normlab.paths import last_checkpoint
 
 
 def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from normlab.callbacks.build import last_checkpoint
 from normlab.models.build import STACKABLE
+from normlab.paths import last_checkpoint
 
 # whole groups or keys a member may set for itself
 MEMBER_WISE = (

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from normlab.paths import CONFIG_DIR
 
+# argument prefixes the precheck cannot decide alone: Hydra flags, Hydra keys, folders
+OUTSIDE_THE_PRECHECK = ("-", "hydra", "paths.")
+
 # Invalid command lines and the text their one-line error must hold; the one table, read by
 # tests/test_invalid_cli.py (through the CLI) and tests/test_config.py (the precheck in-process)
 INVALID = [

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import TINY
-from helpers import INVALID, options
+from helpers import INVALID, OUTSIDE_THE_PRECHECK, options
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate
@@ -95,7 +95,7 @@ def test_seed_zero_is_a_seed(compose_cfg):
 IN_PROCESS = [
     (args, key)
     for args, key in INVALID
-    if not any(arg.startswith(("-", "hydra", "paths.")) for arg in args)
+    if not any(arg.startswith(OUTSIDE_THE_PRECHECK) for arg in args)
 ]
 
 

@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import cli_environment
-from helpers import INVALID, normlab
+from helpers import INVALID, OUTSIDE_THE_PRECHECK, normlab
 from normlab.utils.threads import available_cores
 
-OUTSIDE_THE_PRECHECK = ("-", "hydra", "paths.")
 THROUGH_THE_CLI = [
     (args, key)
     for index, (args, key) in enumerate(INVALID)

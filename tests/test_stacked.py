@@ -140,7 +140,9 @@ def test_member_wise_keys_share_a_stack_and_the_rest_does_not(compose_cfg, tmp_p
     assert solo_reason(base, tmp_path) is None
 
 
-def test_stacks_split_to_fill_the_cores_with_kinds_side_by_side(compose_cfg, tmp_path):
+def test_stacks_split_to_fill_the_cores_each_with_a_share_of_every_kind_side_by_side(
+    compose_cfg, tmp_path
+):
     cells = [
         Cell(compose_cfg("data=synthetic", f"activation={act}", f"seed={seed}"), tmp_path, i)
         for i, (seed, act) in enumerate((s, a) for s in range(3) for a in ("relu", "sigmoid"))
@@ -150,7 +152,10 @@ def test_stacks_split_to_fill_the_cores_with_kinds_side_by_side(compose_cfg, tmp
     assert kinds == sorted(kinds)  # each kind a contiguous slice of the member axis
     halves = plan_stacks(cells, max_members=48, jobs=2)
     assert sorted(len(stack.cells) for stack in halves) == [3, 3]
-    assert [len(s.cells) for s in plan_stacks(cells, max_members=4, jobs=1)] == [4, 2]
+    for stack in (*halves, *plan_stacks(cells, max_members=4, jobs=1)):
+        kinds = [cell.cfg.activation.name.value for cell in stack.cells]
+        assert kinds == sorted(kinds) and set(kinds) == {"relu", "sigmoid"}  # a share of each
+    assert [len(s.cells) for s in plan_stacks(cells, max_members=4, jobs=1)] == [3, 3]
 
 
 SWEEP = [
@@ -226,6 +231,9 @@ def test_each_member_logs_to_its_own_wandb_run(compose_cfg, tmp_path):
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
         logged = [row["train/loss"] for row in wandb_history(run_dir) if "train/loss" in row]
         assert logged and logged == pytest.approx(step_losses(run_dir), rel=1e-6)
+    # the stack's process lists its packages once, in its first member's run
+    listed = [bool(list((d / "wandb").glob("offline-run-*/files/requirements.txt"))) for d in dirs]
+    assert listed == [True, False]
 
 
 def test_an_early_stopped_member_ends_as_its_solo_run(compose_cfg, tmp_path):

@@ -166,6 +166,7 @@ def train_members(
             config,
             resumed_at,
             earlier_metrics[member] if earlier_metrics is not None else None,
+            requirements=member == 0,
         )
         for member, (cfg, run_dir, config) in enumerate(zip(cfgs, run_dirs, resolved, strict=True))
     ]

@@ -22,6 +22,7 @@ from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
 from normlab.sweep import SWEEP_KEY_ENV, cell_score, record_failure, run_cell, sweep_key
+from normlab.utils.process_exit import freeze_heap_for_exit
 from normlab.utils.slurm import slurm_run_overrides
 
 log = logging.getLogger("normlab")
@@ -101,6 +102,7 @@ def main() -> None:
             fail("config", str(exc))
     sys.argv += slurm_run_overrides(args)  # the SLURM tasks of one run share its folder
     hydra_main()
+    freeze_heap_for_exit()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from normlab.utils.process_exit import freeze_heap_for_exit
+
 log = logging.getLogger("normlab")
 
 
@@ -117,6 +119,7 @@ def main() -> None:
     spec_path = _spec_from_stdin() if sys.argv[1:] == ["--spec-on-stdin"] else Path(sys.argv[1])
     if spec_path is not None:
         run_spec_file(spec_path)
+        freeze_heap_for_exit()  # the launcher waits for this process's exit
 
 
 if __name__ == "__main__":

@@ -34,18 +34,24 @@ def build_loggers(
     config: dict[str, Any],
     resumed_at: int | None = None,
     earlier_rows: list[dict[str, str]] | None = None,
+    requirements: bool = True,
 ) -> list[Logger]:
     """The loggers the `logger` group asks for, all writing into `run_dir`.
 
     `resumed_at`: the optimizer step of the checkpoint the run resumes from (None: a new run);
-    `earlier_rows`: metrics.csv's rows before it (normlab.utils.metrics_csv.set_aside_metrics)."""
+    `earlier_rows`: metrics.csv's rows before it (normlab.utils.metrics_csv.set_aside_metrics);
+    `requirements`: whether the W&B run lists the process's installed packages (W&B reads
+    every package's metadata for it, ~0.25 s a run here: a stack lists them in its first
+    member's run only, the others share its process and so its packages)."""
     loggers: list[Logger] = []
     if logger_cfg.csv:
         # name="" and version="" put metrics.csv directly in the run folder
         loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
     wandb_cfg = logger_cfg.wandb
     if wandb_cfg is not None and wandb_mode(wandb_cfg.mode) != "disabled":
-        wandb_logger = _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config)
+        wandb_logger = _wandb_logger(
+            wandb_cfg, run_dir, run_name, group, tags, config, requirements
+        )
         if started(wandb_logger):
             _continue_history(wandb_logger, wandb_cfg, run_dir, resumed_at, earlier_rows or [])
             loggers.append(wandb_logger)
@@ -53,7 +59,9 @@ def build_loggers(
     return loggers
 
 
-def _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config) -> WandbLogger:
+def _wandb_logger(
+    wandb_cfg, run_dir, run_name, group, tags, config, requirements: bool
+) -> WandbLogger:
     import wandb
 
     mode = wandb_mode(wandb_cfg.mode)
@@ -79,7 +87,9 @@ def _wandb_logger(wandb_cfg, run_dir, run_name, group, tags, config) -> WandbLog
         log_model=wandb_cfg.log_model,
         # a stack trains several members, each with its own run, in one process
         reinit="create_new",
-        settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S),
+        settings=wandb.Settings(
+            init_timeout=WANDB_INIT_TIMEOUT_S, x_save_requirements=requirements
+        ),
     )
     # Lightning always passes `anonymous`, which wandb >= 0.19 warns about on every run
     drop_wandb_init_argument(logger, "anonymous")

@@ -77,6 +77,9 @@ def write_provenance(
         "python": sys.version.split()[0],
         "packages": package_versions(),
         "device": device_description(),
+        # the vector kernels torch dispatches to on this CPU (DEFAULT, AVX2, AVX512, ...):
+        # other kernels may round differently, so compare runs to the digit only within one
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": threads,
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -78,7 +78,8 @@ def write_provenance(
         "packages": package_versions(),
         "device": device_description(),
         # the vector kernels torch dispatches to on this CPU (DEFAULT, AVX2, AVX512, ...):
-        # other kernels may round differently, so compare runs to the digit only within one
+        # other kernels may round differently, so compare runs to the digit only between runs
+        # with the same kernels
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": threads,
         "host": socket.gethostname(),

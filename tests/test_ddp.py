@@ -30,7 +30,7 @@ from normlab.models.ghost_batchnorm import GhostBatchNorm1d
 from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
 from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
-from normlab.stack.network import MemberRandomness
+from normlab.models.member_randomness import MemberRandomness
 from sync_bn_worker import sync_bn_rank
 
 STEPS = 30
@@ -243,12 +243,12 @@ def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp
     assert 100 <= result["resumed_from_step"] < 600
     # each rank's half of the logging window survives the checkpoint: identical train rows
     assert (run_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
-    # the checkpoint holds each rank's own streams (CPU only here: no CUDA in use)
+    # the checkpoint holds each rank's own streams (CPU only: the run's device)
     ranks = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[
         "normlab_rank_rng"
     ]
-    assert len(ranks) == 2 and [rank["cuda"] for rank in ranks] == [None, None]
-    assert not torch.equal(ranks[0]["cpu"][0], ranks[1]["cpu"][0])
+    assert len(ranks) == 2 and not any("global_cuda" in rank for rank in ranks)
+    assert not torch.equal(ranks[0]["members"]["cpu"][0], ranks[1]["members"]["cpu"][0])
 
 
 class FakeCudaGenerator:
@@ -279,9 +279,11 @@ def rank_streams_round_trip(rank: int, world: int, port: int, out: str) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
         cuda = FakeCudaGenerator(rank)
         cuda.install(monkeypatch)
-        randomness = MemberRandomness([7])  # a solo run's: the process's global generators
+        randomness = MemberRandomness([7])
+        randomness.decorrelate(rank)
+        torch.rand(rank + 3, generator=randomness.generators("cpu")[0])  # streams moved on
         torch.manual_seed(100 + rank)
-        torch.rand(rank + 3)  # the ranks' streams are at different places
+        torch.rand(rank + 3)  # the ranks' global streams are at different places
 
         def all_gather(tensor: torch.Tensor) -> torch.Tensor:
             rows = [torch.empty_like(tensor) for _ in range(world)]
@@ -289,14 +291,19 @@ def rank_streams_round_trip(rank: int, world: int, port: int, out: str) -> None:
             return torch.stack(rows)
 
         saved_cpu = torch.get_rng_state()
-        checkpoint = gather_rank_states(randomness.state_dict(), all_gather)
+        saved_member = randomness.generators("cpu")[0].get_state()
+        # a GPU run's state (the run's device decides, not what this process initialized)
+        checkpoint = gather_rank_states(randomness.state_dict(torch.device("cuda")), all_gather)
         torch.manual_seed(0)  # a fresh process's seeding, before the checkpoint is loaded
-        randomness.load_state_dict(rank_state(checkpoint, rank))
+        fresh = MemberRandomness([7])
+        fresh.load_state_dict(rank_state(checkpoint, rank))
         torch.save(
             {
                 "checkpoint": checkpoint,
                 "saved_cpu": saved_cpu,
                 "restored_cpu": torch.get_rng_state(),
+                "saved_member": saved_member,
+                "restored_member": fresh.generators("cpu")[0].get_state(),
                 "saved_cuda": cuda.state,
                 "restored_cuda": cuda.restored,
             },
@@ -316,19 +323,16 @@ def test_every_rank_restores_its_own_cpu_and_cuda_generators(tmp_path):
     checkpoint = ranks[0]["checkpoint"]  # what rank 0 writes
     assert len(checkpoint) == world
     for rank, seen in enumerate(ranks):
-        assert torch.equal(checkpoint[rank]["cpu"][0], seen["saved_cpu"])
-        assert torch.equal(checkpoint[rank]["cuda"][0], seen["saved_cuda"])
+        assert torch.equal(checkpoint[rank]["global"], seen["saved_cpu"])
+        assert torch.equal(checkpoint[rank]["members"]["cpu"][0], seen["saved_member"])
+        assert torch.equal(checkpoint[rank]["global_cuda"], seen["saved_cuda"])
         assert torch.equal(seen["restored_cpu"], seen["saved_cpu"])
+        assert torch.equal(seen["restored_member"], seen["saved_member"])
         [restored_cuda] = seen["restored_cuda"]
         assert torch.equal(restored_cuda, seen["saved_cuda"])
-    assert not torch.equal(checkpoint[0]["cpu"][0], checkpoint[1]["cpu"][0])
-    assert not torch.equal(checkpoint[0]["cuda"][0], checkpoint[1]["cuda"][0])
-
-
-def test_a_checkpoint_of_older_normlab_gives_each_rank_its_cpu_row():
-    rows = torch.stack([torch.manual_seed(seed).get_state() for seed in (1, 2)])
-    assert torch.equal(rank_state(rows, 1)["cpu"][0], rows[1])
-    assert rank_state(rows, 1)["cuda"] is None
+    assert not torch.equal(checkpoint[0]["global"], checkpoint[1]["global"])
+    assert not torch.equal(checkpoint[0]["members"]["cpu"][0], checkpoint[1]["members"]["cpu"][0])
+    assert not torch.equal(checkpoint[0]["global_cuda"], checkpoint[1]["global_cuda"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -336,8 +340,8 @@ def test_a_solo_run_saves_and_restores_the_cuda_generator_on_a_gpu():
     randomness = MemberRandomness([7])
     torch.cuda.manual_seed(3)
     torch.rand(5, device="cuda")  # CUDA in use, its stream moved on
-    saved = randomness.state_dict()
-    assert saved["cuda"] is not None
+    saved = randomness.state_dict(torch.device("cuda"))
+    assert saved["global_cuda"] is not None
     expected = torch.rand(5, device="cuda")
     torch.cuda.manual_seed(0)
     randomness.load_state_dict(saved)

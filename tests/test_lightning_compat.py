@@ -21,12 +21,10 @@ from normlab.lit.lightning_compat import (
     DDPStrategyWithLauncher,
     ScriptLauncher,
     UnsupportedLightning,
-    add_logger_steps,
     check_lightning_version,
     drop_wandb_init_argument,
     is_attached,
     present_as_dataloader,
-    set_validation_check,
     validation_due_after_batch,
     write_step_metrics,
 )
@@ -135,31 +133,6 @@ def test_version_check_names_the_supported_range_and_the_fix():
         )
 
 
-def test_added_logger_steps_move_the_logged_step_and_the_logging_cadence():
-    plain = fit(Tiny(), log_every_n_steps=3).logger
-    assert plain.steps() == [2]  # the third batch: step 2 (0-based)
-    # two more steps per batch: every batch now ends on a multiple of 3, logged at its step
-    counted = fit(Tiny(lambda module, _: add_logger_steps(module.trainer, 2)), log_every_n_steps=3)
-    assert counted.logger.steps() == [2, 5, 8, 11]
-
-
-@pytest.mark.parametrize("every_n_epoch", [None, 1])
-def test_set_validation_check_decides_whether_the_batch_validates(every_n_epoch):
-    def due_after_second_of_epoch(module, batch_idx):
-        set_validation_check(module.trainer, batch_idx == 1)
-
-    record = Record()
-    fit(
-        Tiny(due_after_second_of_epoch),
-        [record],
-        max_steps=2 * BATCHES,
-        val_check_interval=1000 if every_n_epoch is None else 1.0,
-        check_val_every_n_epoch=every_n_epoch,
-    )
-    # without the check set, no validation at all (interval 1000), or at each epoch's end (1.0)
-    assert record.validated_at == [2, BATCHES + 2]
-
-
 def test_validation_due_after_batch_answers_as_the_loop_then_does():
     record = Record(validation_due_after_batch)
     fit(Tiny(), [record], max_steps=2 * BATCHES, val_check_interval=3, check_val_every_n_epoch=None)
@@ -206,16 +179,6 @@ class SaveAtValidationEnd(Callback):
             trainer.save_checkpoint(self.path)
 
 
-class AnswerOnResume(Callback):
-    """On train start: set the resumed fit's check about its last batch before the checkpoint."""
-
-    def __init__(self, due: bool):
-        self.due = due
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        set_validation_check(trainer, self.due, resuming=True)
-
-
 class Attached(Tiny):
     """Records is_attached() in on_load_checkpoint."""
 
@@ -223,30 +186,6 @@ class Attached(Tiny):
 
     def on_load_checkpoint(self, checkpoint) -> None:
         Attached.seen.append(is_attached(self))
-
-
-@pytest.mark.parametrize("due", [True, False])
-def test_the_resumed_check_decides_whether_the_logged_steps_continue(tmp_path, due):
-    path = tmp_path / "validated.ckpt"
-    uninterrupted = fit(
-        Tiny(),
-        [SaveAtValidationEnd(path, step=3)],
-        max_steps=6,
-        val_check_interval=3,
-        check_val_every_n_epoch=None,
-    ).logger
-    assert uninterrupted.steps() == [0, 1, 2, 3, 4, 5]
-    resumed = fit(
-        Tiny(),
-        [AnswerOnResume(due)],
-        ckpt_path=path,
-        max_steps=6,
-        val_check_interval=3,
-        check_val_every_n_epoch=None,
-    ).logger
-    # told the last batch validated, Lightning skips redoing it and its step count goes on; told
-    # not, it counts that batch as not yet done and logs one step behind
-    assert resumed.steps() == ([3, 4, 5] if due else [2, 3, 4])
 
 
 def test_is_attached_tells_a_resumed_fit_from_load_from_checkpoint(tmp_path):

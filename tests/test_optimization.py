@@ -13,9 +13,8 @@ from normlab.pipeline import train
 
 def scheduler_steps(run_dir) -> int:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    [state] = checkpoint["lr_schedulers"]  # normlab.lit.schedules.MemberSchedules
-    [member] = state["members"]
-    return member["last_epoch"]
+    [steps] = checkpoint["normlab_schedules"]["steps"].tolist()  # lit.member_schedules
+    return int(steps)
 
 
 @pytest.mark.parametrize(

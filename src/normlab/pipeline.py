@@ -1,7 +1,10 @@
-"""Train and test one composed configuration, filling its run folder.
+"""Train and test composed configurations, filling their run folders.
 
-Run folder (Hydra's output dir): .hydra/ (composed config, overrides), config.yaml (resolved),
-provenance.json, metrics.csv, checkpoints/last.ckpt, wandb/ (logger=wandb), result.json.
+A run trains M members at once (normlab.models.members; a solo run is M = 1): each has its own
+config and run folder, the members share the data, the model shape and the trainer (the stack
+key of normlab.stack.plan). Run folder (Hydra's output dir): .hydra/ (composed config,
+overrides), config.yaml (resolved), provenance.json, metrics.csv, checkpoints/last.ckpt (a
+stack's: in its stack folder), wandb/ (logger=wandb), result.json.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -25,18 +27,18 @@ from normlab.config.validate import validate
 from normlab.data.datamodule import ResidentDataModule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
-from normlab.lit.module import Diverged
-from normlab.lit.step_plan import StepPlan
+from normlab.lit.module import ClassifierModule
 from normlab.models.build import seeded_network
+from normlab.models.member_randomness import MemberRandomness
+from normlab.models.members import MemberNetworks
 from normlab.paths import REPO_DIR, last_checkpoint
-from normlab.stack.loggers import MemberLoggers, member_metrics
-from normlab.stack.network import MemberRandomness, MemberStack
 from normlab.utils.files import write_json_atomic, write_text_atomic
 from normlab.utils.loggers import build_loggers, finish_wandb
+from normlab.utils.member_loggers import MemberLoggers
 from normlab.utils.metrics_csv import checkpoint_step, merge_metrics, set_aside_metrics
 from normlab.utils.provenance import write_provenance
 from normlab.utils.ranks import is_global_zero
-from normlab.utils.seeding import run_seeds
+from normlab.utils.seeding import RunSeeds, run_seeds
 from normlab.utils.slurm import (
     lightning_cluster_plugins,
     preemption_requeue,
@@ -77,10 +79,6 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _has_progress_bar(callbacks: Sequence[pl.Callback]) -> bool:
-    return any(isinstance(callback, ProgressBar) for callback in callbacks)
-
-
 def train(
     cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
 ) -> dict[str, Any]:
@@ -97,63 +95,28 @@ def train_members(
     stack_dir: Path,
     extra_callbacks: Sequence[pl.Callback] = (),
 ) -> list[dict[str, Any]]:
-    """Train and test the configurations `cfgs` together as one stack (normlab.stack; one
-    config: a solo run), each writing its own run folder; return each member's result.json.
-
-    The members share what the stack key says they share (data, model shape, batch size,
-    steps, trainer: the first config's); the stack's checkpoint lives in `stack_dir`.
-    """
+    """Train and test the configurations `cfgs` together, one member each, each writing its own
+    run folder; return each member's result.json. The run's checkpoint lives in `stack_dir`
+    (a solo run's: its own folder)."""
     started = time.time()
     for cfg in cfgs:
         validate(cfg)
     _quiet_lightning()
-    lead, stacked = cfgs[0], len(cfgs) > 1
+    lead = cfgs[0]
     rank_zero = is_global_zero(lead.trainer)  # the other ranks of a multi-device run write nothing
     resolved = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in cfgs]
     seeds = [run_seeds(cfg) for cfg in cfgs]
     threads = apply_thread_policy(lead.threads or threads_per_rank(lead.trainer))
-    for member, (cfg, run_dir, seed) in enumerate(zip(cfgs, run_dirs, seeds, strict=True)):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if rank_zero:
-            write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            stack = (
-                {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
-            )
-            write_provenance(
-                run_dir,
-                REPO_DIR,
-                threads,
-                {"seed": cfg.seed, "init": seed.init, "data": seed.data},
-                stack,
-            )
-
-    datamodule = ResidentDataModule(
-        lead.data,
-        Path(lead.paths.data_dir),
-        [seed.data for seed in seeds],
-        plan=StepPlan.from_config(lead),
-    )
+    if rank_zero:
+        _write_run_folders(cfgs, run_dirs, stack_dir, seeds, threads)
+    datamodule = ResidentDataModule(lead.data, Path(lead.paths.data_dir), [s.data for s in seeds])
     datamodule.setup()
-    shape, classes = datamodule.input_shape, datamodule.num_classes
-    networks = [
-        seeded_network(cfg, shape, classes, seed.init)
-        for cfg, seed in zip(cfgs, seeds, strict=True)
-    ]
-    if lead.compile:
-        # the wrapper shares the parameters; instruments reach the eager network as `_orig_mod`
-        networks = [torch.compile(network) for network in networks]
-    model = MemberStack(networks, MemberRandomness([seed.data for seed in seeds]))
-    module = build_module(cfgs, model, classes, shape, resolved if stacked else resolved[0])
-    # dropout and augmentation draws come from the data seed, independent of the init seed
-    # (a stack's members draw from their own streams: normlab.stack.network.MemberRandomness)
-    pl.seed_everything(seeds[0].data, verbose=False)
-
+    module = _build_module(cfgs, seeds, datamodule, resolved)
     checkpoint = last_checkpoint(stack_dir)
-    resume_from = checkpoint if checkpoint.is_file() else None
-    resumed_at = checkpoint_step(checkpoint) if resume_from else None
-    earlier_metrics = (
+    resumed_at = checkpoint_step(checkpoint) if checkpoint.is_file() else None
+    earlier_rows = (
         [set_aside_metrics(run_dir, resumed_at) for run_dir in run_dirs]
-        if resume_from and rank_zero
+        if resumed_at is not None and rank_zero
         else None
     )
     member_loggers = [
@@ -165,36 +128,19 @@ def train_members(
             list(cfg.tags),
             config,
             resumed_at,
-            earlier_metrics[member] if earlier_metrics is not None else None,
+            earlier_rows[member] if earlier_rows is not None else None,
             requirements=member == 0,
         )
         for member, (cfg, run_dir, config) in enumerate(zip(cfgs, run_dirs, resolved, strict=True))
     ]
-    loggers = [MemberLoggers(member_loggers)] if stacked else member_loggers[0]
-    callbacks = [*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks]
-    set_aside_hpc_checkpoints(stack_dir)
+    trainer = _build_trainer(lead, cfgs, stack_dir, member_loggers, extra_callbacks)
     requeue = preemption_requeue()  # before the fit, which takes the signals
-    trainer = pl.Trainer(
-        **{
-            **trainer_kwargs(lead),
-            # a progress bar from callbacks.extra (callbacks=progress) turns the bar on
-            **({"enable_progress_bar": True} if _has_progress_bar(callbacks) else {}),
-        },
-        logger=loggers or False,
-        callbacks=callbacks,
-        # without this, callbacks.checkpoint=false still got Lightning's default checkpoint
-        enable_checkpointing=lead.callbacks.checkpoint,
-        default_root_dir=str(stack_dir),
-    )
-    status, tested, problem = "completed", {}, {}
+    status, problem = "completed", {}
     try:
-        if resume_from:
-            log.info("resuming from %s", resume_from)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    except Diverged as exc:  # a solo run (a stack's diverged members: module.diverged)
-        status, problem = "diverged", {"error": str(exc), "diverged_at_step": exc.step}
-        log.error("diverged: %s", exc)
+        if resumed_at is not None:
+            log.info("resuming from %s", checkpoint)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resumed_at else None)
+        trainer.test(module, datamodule=datamodule, verbose=False)
     except Pruned as exc:  # an Optuna search trial stopped by its study's pruner
         status, problem = "pruned", {"error": str(exc), "pruned_at_step": exc.step}
         log.info("%s", exc)
@@ -208,36 +154,85 @@ def train_members(
     finally:
         for own in member_loggers:
             finish_wandb(own, exit_code=0 if status == "completed" else 1)
-        if earlier_metrics is not None:
-            for run_dir, rows in zip(run_dirs, earlier_metrics, strict=True):
+        if earlier_rows is not None:
+            for run_dir, rows in zip(run_dirs, earlier_rows, strict=True):
                 merge_metrics(run_dir / "metrics.csv", rows)
         finish_distributed(trainer)
-    results = []
-    for member, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
-        outcome, details, steps = status, problem, trainer.global_step
-        own_tests = member_metrics(tested, member, len(cfgs))
-        if member in module.stopped:  # early stopping: the run ended at that validation
-            steps = module.stopped[member]
-        if member in module.diverged:
-            step, loss = module.diverged[member]
-            outcome, own_tests, steps = "diverged", {}, step + 1
-            details = {"error": f"training loss {loss} at step {step}", "diverged_at_step": step}
-        result = {
-            "status": outcome,
-            **details,
-            **{key: float(value) for key, value in own_tests.items()},
-            "val/acc_best": module.best_val_acc(member),
-            "steps": steps,
-            "resumed_from_step": resumed_at,
-            "wall_time_s": round(time.time() - started, 2),
-            "seed": cfg.seed,
-            "data": datamodule.dataset_name,
-            "run_dir": str(run_dir),
-            **batch_layout(trainer, cfg),
-        }
-        if rank_zero:
+    results = _results(module, trainer, cfgs, run_dirs, status, problem, started, resumed_at)
+    if rank_zero:
+        for run_dir, result in zip(run_dirs, results, strict=True):
             write_json_atomic(run_dir / "result.json", result)
-        results.append(result)
     if status == "preempted":
         requeue()  # every file is closed and written: under SLURM the job goes back in the queue
+    return results
+
+
+def _write_run_folders(cfgs, run_dirs, stack_dir: Path, seeds: Sequence[RunSeeds], threads: int):
+    """Each member's config.yaml and provenance.json (which names its stack, if any)."""
+    stacked = len(cfgs) > 1
+    for member, (cfg, run_dir, seed) in enumerate(zip(cfgs, run_dirs, seeds, strict=True)):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        stack = {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
+        seeds_record = {"seed": cfg.seed, "init": seed.init, "data": seed.data}
+        write_provenance(run_dir, REPO_DIR, threads, seeds_record, stack)
+
+
+def _build_module(cfgs, seeds: Sequence[RunSeeds], datamodule, resolved) -> ClassifierModule:
+    """Every member's network (its own initial weights), as one MemberNetworks, in the module
+    that trains them."""
+    shape, classes = datamodule.input_shape, datamodule.num_classes
+    networks = [
+        seeded_network(cfg, shape, classes, seed.init)
+        for cfg, seed in zip(cfgs, seeds, strict=True)
+    ]
+    model = MemberNetworks(networks, MemberRandomness([seed.data for seed in seeds]))
+    if cfgs[0].compile:
+        model.compile_forward()
+    config = resolved if len(cfgs) > 1 else resolved[0]
+    module = build_module(cfgs, model, classes, shape, config)
+    # draws from the global generator (a network trained through its own forward, noisy batch
+    # norm) come from the data seed, as every member's own stream does
+    pl.seed_everything(seeds[0].data, verbose=False)
+    return module
+
+
+def _build_trainer(lead, cfgs, stack_dir: Path, member_loggers, extra_callbacks) -> pl.Trainer:
+    """The Trainer of `lead`'s trainer group, with the run's callbacks and its one logger."""
+    callbacks = [*build_callbacks(lead, stack_dir, cfgs), *extra_callbacks]
+    set_aside_hpc_checkpoints(stack_dir)
+    has_bar = any(isinstance(callback, ProgressBar) for callback in callbacks)
+    return pl.Trainer(
+        **{
+            **trainer_kwargs(lead),
+            # a progress bar from callbacks.extra (callbacks=progress) turns the bar on
+            **({"enable_progress_bar": True} if has_bar else {}),
+        },
+        logger=MemberLoggers(member_loggers) if any(member_loggers) else False,
+        callbacks=callbacks,
+        # without this, callbacks.checkpoint=false still got Lightning's default checkpoint
+        enable_checkpointing=lead.callbacks.checkpoint,
+        default_root_dir=str(stack_dir),
+    )
+
+
+def _results(module, trainer, cfgs, run_dirs, status, problem, started, resumed_at) -> list[dict]:
+    """Each member's result.json: the run's status (a member's own divergence wins), its test
+    metrics, steps, seed and where it ran."""
+    results = []
+    for cfg, run_dir, outcome in zip(cfgs, run_dirs, module.member_results(), strict=True):
+        if status != "completed" and outcome["status"] == "completed":
+            outcome = {k: v for k, v in outcome.items() if not k.startswith("test/")}
+            outcome = {**outcome, **problem, "status": status}
+        results.append(
+            {
+                **outcome,
+                "resumed_from_step": resumed_at,
+                "wall_time_s": round(time.time() - started, 2),
+                "seed": cfg.seed,
+                "data": trainer.datamodule.dataset_name if trainer.datamodule else None,
+                "run_dir": str(run_dir),
+                **batch_layout(trainer, cfg),
+            }
+        )
     return results

@@ -27,7 +27,6 @@ SWEEP_KEY_ENV = "NORMLAB_SWEEP_KEY"
 # configurations. The one list; conf/train.yaml reads it through ${cell_name_excludes:}.
 RESULT_NEUTRAL_KEYS = (
     "threads",
-    "steps_per_call",
     "trainer.process_group_timeout_s",
     "paths.",
     "hydra/launcher",

@@ -1,15 +1,15 @@
-"""Callbacks a run needs, from the `callbacks` and `regularizer` groups."""
+"""Callbacks a run needs, from the `callbacks` group (early stopping is the module's own,
+member-wise: normlab.lit.early_stopping)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from normlab.callbacks.instruments import Instruments
 from normlab.callbacks.landscape import Landscape
-from normlab.callbacks.member_stopping import MemberEarlyStopping
 from normlab.callbacks.preemption import CheckpointOnPreemption
 from normlab.callbacks.pruning import OptunaPruning, TrialLink
 from normlab.config.extras import build_extras
@@ -17,11 +17,10 @@ from normlab.paths import last_checkpoint
 
 
 def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list[Callback]:
-    """Checkpoint (last.ckpt at every validation), early stopping, instruments and landscape
-    probes when asked, Optuna pruning in a search trial, then the `callbacks.extra` entries (one
-    set per stack).
+    """Checkpoint (last.ckpt at every validation), instruments and landscape probes when asked,
+    Optuna pruning in a search trial, then the `callbacks.extra` entries (one set per run).
 
-    `members`: the configs of a stack's members (default: `cfg` alone); the instruments read
+    `members`: the configs of the run's members (default: `cfg` alone); the instruments read
     each member's activation."""
     callbacks: list[Callback] = []
     if cfg.callbacks.checkpoint:
@@ -35,19 +34,6 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
             )
         )
         callbacks.append(CheckpointOnPreemption(last_checkpoint(run_dir)))
-    rules = [member.regularizer.get("early_stopping") for member in members or [cfg]]
-    stopping = rules[0]
-    if len(rules) > 1 and any(rule is not None for rule in rules):
-        callbacks.append(MemberEarlyStopping(rules))  # each member stops on its own
-    elif stopping is not None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=stopping.monitor,
-                mode=stopping.mode,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-            )
-        )
     if cfg.callbacks.instruments is not None:
         activations = [member.activation.name for member in members or [cfg]]
         callbacks.append(Instruments(cfg.callbacks.instruments, activations))

@@ -17,7 +17,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from normlab.callbacks.activation_stats import units_last
@@ -29,9 +28,28 @@ from normlab.config.schema import ActivationName
 
 
 def member_networks(pl_module: pl.LightningModule) -> list[nn.Module]:
-    """Each member's network (one for a solo run); the original one when torch.compile
-    wrapped it."""
-    return [getattr(member, "_orig_mod", member) for member in pl_module.model.members]
+    """Each member's own network (views of its row of the stacked parameters)."""
+    return pl_module.model.networks
+
+
+def member_columns(per_member: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """One dict of metrics per member -> one list per metric name (None: that member has
+    none), the form a run's loggers route to each member (normlab.utils.member_loggers)."""
+    names = dict.fromkeys(name for metrics in per_member for name in metrics)
+    return {name: [metrics.get(name) for metrics in per_member] for name in names}
+
+
+def log_member_scalars(trainer: pl.Trainer, per_member: Sequence[dict], step: int) -> None:
+    """Each member's scalar tensors (one host sync for all) to the run's loggers at `step`."""
+    names = [(m, name) for m, metrics in enumerate(per_member) for name in metrics]
+    if not names:
+        return
+    values = torch.stack([per_member[m][name].float() for m, name in names]).tolist()
+    rows: list[dict[str, Any]] = [{} for _ in per_member]
+    for (member, name), value in zip(names, values, strict=True):
+        rows[member][name] = value
+    for logger in trainer.loggers:
+        logger.log_metrics(member_columns(rows), step=step)
 
 
 class Instruments(Callback):
@@ -46,8 +64,8 @@ class Instruments(Callback):
         self.activations = [ActivationName(name).value for name in names]
         self.probe: torch.Tensor | None = None
         self._step: int | None = None  # the step being recorded, from batch start to batch end
-        self._metrics: dict[str, torch.Tensor] = {}
-        self._hist: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._metrics: list[dict[str, torch.Tensor]] = []  # per member
+        self._hist: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []  # per member
         self._before: list[dict[str, torch.Tensor]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -60,7 +78,7 @@ class Instruments(Callback):
                 f"callbacks.instruments.typical_unit={self.typical_unit}: the narrowest hidden "
                 f"layer has {narrowest} units; pick a smaller one"
             )
-        if self.histograms and _wandb(trainer) is not None:
+        if self.histograms and _has_wandb(trainer):
             import pandas  # noqa: F401  W&B imports it at its first histogram: pay that here
 
     def _units(self, pl_module: pl.LightningModule) -> list[int]:
@@ -82,10 +100,15 @@ class Instruments(Callback):
         if step % self.every_n_steps or self._step == step or not trainer.is_global_zero:
             return
         self._step = step
-        histograms = self.histograms and _wandb(trainer) is not None
-        for member, model in enumerate(member_networks(pl_module)):
-            if pl_module.active(member):  # a stopped or diverged member records no more
-                self._record_probe(pl_module, member, model, histograms=histograms)
+        histograms = self.histograms and _has_wandb(trainer)
+        networks = member_networks(pl_module)
+        self._metrics = [{} for _ in networks]
+        self._hist = [{} for _ in networks]
+        for member, (model, active) in enumerate(
+            zip(networks, pl_module.active_list(), strict=True)
+        ):
+            if active:  # a stopped or diverged member records no more
+                self._record_probe(member, model, histograms=histograms)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -93,12 +116,15 @@ class Instruments(Callback):
         if self._step != trainer.global_step:
             return
         self._before = []
-        for member, model in enumerate(member_networks(pl_module)):
-            if not pl_module.active(member):
+        networks = member_networks(pl_module)
+        for member, (model, active) in enumerate(
+            zip(networks, pl_module.active_list(), strict=True)
+        ):
+            if not active:
                 self._before.append({})
                 continue
             weights = layer_weights(model)
-            self._metrics.update(_named(pl_module, member, gradient_metrics(weights)))
+            self._metrics[member].update(gradient_metrics(weights))
             self._before.append(snapshot(weights))
 
     def on_train_batch_end(
@@ -116,26 +142,32 @@ class Instruments(Callback):
         ):
             if not before:
                 continue
-            ratios = update_ratios(layer_weights(model), before)
-            self._metrics.update(_named(pl_module, member, ratios))
+            self._metrics[member].update(update_ratios(layer_weights(model), before))
         self._log(trainer, self._step)
-        self._step, self._metrics, self._hist, self._before = None, {}, {}, []
+        self._step, self._metrics, self._hist, self._before = None, [], [], []
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loader = trainer.test_dataloaders
         loader = loader[0] if isinstance(loader, (list, tuple)) else loader
         limit = trainer.num_test_batches[0]
         batches = list(islice(loader, int(limit) if limit != float("inf") else None))
-        if batches:
-            for member, model in enumerate(member_networks(pl_module)):
-                if member in pl_module.diverged:
-                    continue
-                metrics = test_time_metrics(model, batches, self.shift)
-                pl_module.log_dict(_named(pl_module, member, metrics))
+        if not batches:
+            return
+        diverged = (pl_module.diverged_at >= 0).tolist()
+        per_member = [
+            {} if gone else test_time_metrics(model, batches, self.shift)
+            for model, gone in zip(member_networks(pl_module), diverged, strict=True)
+        ]
+        names = dict.fromkeys(name for metrics in per_member for name in metrics)
+        columns = {
+            name: torch.stack(
+                [m[name].float() if name in m else torch.tensor(float("nan")) for m in per_member]
+            )
+            for name in names
+        }
+        pl_module.log_members(columns, trainer.global_step, [not gone for gone in diverged])
 
-    def _record_probe(
-        self, pl_module: pl.LightningModule, member: int, model: nn.Module, *, histograms: bool
-    ) -> None:
+    def _record_probe(self, member: int, model: nn.Module, *, histograms: bool) -> None:
         metrics, preactivations = probe_metrics(
             model,
             self.probe,
@@ -143,36 +175,23 @@ class Instruments(Callback):
             typical_unit=self.typical_unit,
             margin=self.margin,
         )
-        self._metrics.update(_named(pl_module, member, metrics))
+        self._metrics[member].update(metrics)
         if histograms:
-            self._hist.update(
-                _named(
-                    pl_module,
-                    member,
-                    {f"act/{name}/hist": histogram(v) for name, v in preactivations.items()},
-                )
+            self._hist[member].update(
+                {f"act/{name}/hist": histogram(v) for name, v in preactivations.items()}
             )
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
-        """One host sync for all scalars; CSV gets scalars, W&B also the histograms."""
-        names = list(self._metrics)
-        values = torch.stack([self._metrics[name].float() for name in names]).tolist()
-        scalars = dict(zip(names, values, strict=True))
-        wandb_logger = _wandb(trainer)
-        for logger in trainer.loggers:
-            if logger is wandb_logger and self._hist:
-                logger.log_metrics({**scalars, **_wandb_histograms(self._hist)}, step=step)
-            else:
-                logger.log_metrics(scalars, step=step)
+        """One host sync for all scalars; the histograms reach the members' W&B runs only."""
+        log_member_scalars(trainer, self._metrics, step)
+        if any(self._hist):
+            columns = member_columns([_wandb_histograms(hist) for hist in self._hist])
+            for logger in trainer.loggers:
+                logger.log_metrics(columns, step=step)
 
 
-def _named(pl_module: pl.LightningModule, member: int, metrics: dict) -> dict:
-    """`metrics` under member `member`'s logged names (ClassifierModule.member_key)."""
-    return {pl_module.member_key(member, name): value for name, value in metrics.items()}
-
-
-def _wandb(trainer: pl.Trainer) -> WandbLogger | None:
-    return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+def _has_wandb(trainer: pl.Trainer) -> bool:
+    return any(getattr(logger, "has_wandb", False) for logger in trainer.loggers)
 
 
 def _wandb_histograms(hist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:

@@ -24,9 +24,8 @@ probe at step t sees one noise draw, and G' (the network of step t + 1) sees ste
 next step would: its changing noise is the instability it adds.
 
 The pre-update measures run in `on_before_optimizer_step` (after the step's backward), G' in an
-optimizer step post-hook (right after the update, before anything else moves the weights), so
-no chunk of steps (lit/step_plan.py) needs to end for a recording. Each member of a stack is
-probed on its own ordinary network; stacks form only of cells with the same callbacks (a key
+optimizer step post-hook (right after the update, before anything else moves the weights).
+Each member of a stack is probed on its own ordinary network; stacks form only of cells with the same callbacks (a key
 of normlab.stack.plan.stack_key), so every member records at the same steps.
 """
 
@@ -43,7 +42,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from normlab.callbacks.instruments import _named, member_networks
+from normlab.callbacks.instruments import log_member_scalars, member_networks
 from normlab.config.errors import ConfigError
 from normlab.models.blocks import HiddenBlock
 from normlab.models.noisy_batchnorm import seeded_noise
@@ -198,7 +197,7 @@ class Landscape(Callback):
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self._step: int | None = None  # the step being recorded, until its update is done
         self._pending: dict[int, tuple[Tensors, Tensors]] = {}  # member -> (w, grad L(w))
-        self._metrics: Tensors = {}
+        self._metrics: list[Tensors] = []  # per member
         self._module: pl.LightningModule | None = None
         self._trainer: pl.Trainer | None = None
         self._handles: list[Any] = []
@@ -233,19 +232,22 @@ class Landscape(Callback):
         step = trainer.global_step
         if step % self.every_n_steps or not trainer.is_global_zero:
             return
-        self._step, self._pending, self._metrics = step, {}, {}
+        self._step, self._pending = step, {}
         x, y = self.probe
+        networks = member_networks(pl_module)
+        self._metrics = [{} for _ in networks]
+        rates, active = pl_module.member_optimizer.lr.tolist(), pl_module.active_list()
         with torch.enable_grad():
-            for member, model in enumerate(member_networks(pl_module)):
-                if not pl_module.active(member):
+            for member, model in enumerate(networks):
+                if not active[member]:
                     continue
-                lr = float(pl_module.member_groups[member][0]["lr"])
+                lr = rates[member]
                 weights = {name: p.detach().clone() for name, p in model.named_parameters()}
                 with probe_mode(model), seeded_noise(model, step):
                     metrics, gradient = landscape_metrics(
                         model, weights, x, y, [lr * m for m in self.multipliers]
                     )
-                self._metrics.update(_named(pl_module, member, metrics))
+                self._metrics[member].update(metrics)
                 self._pending[member] = (weights, gradient)
 
     def _after_update(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -262,16 +264,6 @@ class Landscape(Callback):
                     after = {name: p.detach() for name, p in model.named_parameters()}
                     with probe_mode(model), seeded_noise(model, step + 1):
                         metrics = ics_metrics(model, before, gradient, after, x, y)
-                    self._metrics.update(_named(pl_module, member, metrics))
-        self._log(step)
-        self._pending, self._metrics = {}, {}
-
-    def _log(self, step: int) -> None:
-        """One host sync for all scalars, to every logger, under the recorded step."""
-        if not self._metrics:
-            return
-        names = list(self._metrics)
-        values = torch.stack([self._metrics[name].float() for name in names]).tolist()
-        scalars = dict(zip(names, values, strict=True))
-        for logger in self._trainer.loggers:
-            logger.log_metrics(scalars, step=step)
+                    self._metrics[member].update(metrics)
+        log_member_scalars(self._trainer, self._metrics, step)
+        self._pending, self._metrics = {}, []

@@ -90,9 +90,10 @@ class OptunaPruning(Callback):
             self.trial = self.link.open()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+        # a search trial trains solo: its one member's value
+        if trainer.sanity_checking or MONITOR not in pl_module.latest:
             return
-        value, step = float(trainer.callback_metrics[MONITOR]), trainer.global_step
+        value, step = float(pl_module.latest[MONITOR][0]), trainer.global_step
         prune = False
         if self.trial is not None:
             self.trial.report(value, step)

@@ -384,8 +384,6 @@ class TrainConfig:
     seed_init: int | None = bounded(None, ge=0)  # null: derived from seed
     seed_data: int | None = bounded(None, ge=0)  # null: derived from seed (batch order, dropout)
     threads: int | None = bounded(None, ge=1)  # null: cores / parallel jobs
-    # optimizer steps per Lightning training_step (lit/step_plan.py): speed only, same results
-    steps_per_call: int = bounded(25, ge=1)
     compile: bool = False  # torch.compile the network
     search: dict[str, Any] = field(default_factory=dict)  # variables sampled by hparams_search
 

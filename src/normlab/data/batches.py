@@ -2,56 +2,37 @@
 
 The BatchNorm paper's budget is 50,000 steps of 60 examples; with a DataLoader the per-sample
 collation costs more than the 3x100 MLP itself, so batches are index slices of one tensor.
+
+Training batches are the members' (MemberBatches: `[M, B, ...]`, each member its own order);
+evaluation batches are one shared batch (ResidentBatches).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from normlab.lit.lightning_compat import present_as_dataloader
 
 
-class ChunkPlan(Protocol):
-    """Where a run of optimizer steps must end (normlab.lit.step_plan.StepPlan implements it)."""
-
-    steps_per_call: int
-
-    def ends_chunk(self, steps_done: int, epoch_steps_done: int) -> bool:
-        """Whether a chunk must end once `steps_done` steps (`epoch_steps_done` of this epoch)
-        are taken: something happens there (validation, logging, a recording)."""
-
-    def validation_due(self, steps_done: int, epoch_steps_done: int) -> bool:
-        """Whether validation runs once `steps_done` (`epoch_steps_done`) steps are taken."""
+def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of `count` examples in `epoch` of a run with batch-order seed `seed`."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(count, generator=generator)
 
 
-class StepChunk(NamedTuple):
-    """Consecutive training batches for one `training_step` call: `x` and `y` hold them back to
-    back (`sizes` rows each), so one gather serves them all. `first` is the index of the first
-    batch in its epoch of `epoch_steps`; `validate_after`: validation is due after the last."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    sizes: tuple[int, ...]
-    first: int
-    epoch_steps: int
-    validate_after: bool
-
-    def batches(self):
-        """The (x, y) batches, as views."""
-        return zip(self.x.split(self.sizes), self.y.split(self.sizes), strict=True)
+def rank_share(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's contiguous share of a global batch's indices (the last dimension) under DDP,
+    so the ranks together see exactly the batch a single process would."""
+    if world_size == 1:
+        return batch
+    share = -(-batch.shape[-1] // world_size)
+    return batch[..., rank * share : (rank + 1) * share]
 
 
 class ResidentBatches:
-    """Iterable of (x, y) batches over tensors, optionally shuffled per epoch; with a `plan`,
-    of StepChunks of consecutive batches (several optimizer steps per Lightning batch).
-
-    Under DDP every rank walks the same epoch permutation (seeded by seed and epoch) and takes
-    its own contiguous slice of each global batch, so the ranks together see exactly the batch a
-    single process would.
-    """
+    """Iterable of (x, y) batches over tensors, in order or shuffled per epoch."""
 
     def __init__(
         self,
@@ -64,34 +45,70 @@ class ResidentBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        steps_done: Callable[[], int] | None = None,
-        plan: ChunkPlan | None = None,
-        gather: bool = True,
     ):
         self.x, self.y = x, y
-        # gather=False: batches hold the example indices, not the examples (a stack's members'
-        # loaders: normlab.stack.batches gathers all members' examples in one indexing)
-        self.gather = gather
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        # Resuming mid-epoch: `steps_done` reads the trainer's global step, so the checkpoint
-        # records how many batches of this epoch were consumed (not merely prefetched).
-        self.steps_done = steps_done
-        self.epoch_start_step = 0
-        self.skip = 0
-        # with a plan, batches come grouped in StepChunks (several optimizer steps per Lightning
-        # batch); len() and the saved position still count batches
-        self.plan = plan
-        present_as_dataloader(self)  # Lightning calls set_epoch at each epoch start and on resume
+        present_as_dataloader(self)  # Lightning calls set_epoch at each epoch start
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of `epoch` (called by Lightning's fit loop)."""
+        """Select the permutation of `epoch` (called by Lightning's loops)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.y), self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.shuffle:
+            order = epoch_order(len(self.y), self.seed, self.epoch).to(self.y.device)
+        else:
+            order = torch.arange(len(self.y), device=self.y.device)
+        size = self.batch_size
+        for index in range(len(self)):
+            batch = rank_share(order[index * size : (index + 1) * size], self.rank, self.world_size)
+            yield self.x[batch], self.y[batch]
+
+
+class MemberBatches:
+    """The training batches of M members over the same data: each member its own order (from
+    its batch-order seed, as its solo run would walk it), all walked in lockstep. A batch is
+    `x` `[M, B, ...]`, `y` `[M, B]`: one slice of the members' orders, one gather.
+
+    Its position in the epoch is saved in checkpoints (Lightning asks `state_dict`), so a run
+    resumed mid-epoch continues with the batches it had not taken.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seeds: Sequence[int],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        steps_done: Callable[[], int] | None = None,
+    ):
+        self.x, self.y = x, y
+        self.batch_size, self.seeds = batch_size, list(seeds)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        # Resuming mid-epoch: `steps_done` reads the trainer's global step, so the checkpoint
+        # records how many batches of this epoch were consumed (not merely prefetched).
+        self.steps_done = steps_done
+        self.epoch_start_step = 0
+        self.skip: tuple[int, int] | None = None  # (epoch, batches consumed) of a checkpoint
+        self._orders: tuple[int, torch.Tensor] | None = None  # (epoch, [M, N] orders)
+        present_as_dataloader(self)  # Lightning calls set_epoch at each epoch start and on resume
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select every member's permutation of `epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.y) // self.batch_size  # the last, partial batch is dropped
 
     def state_dict(self) -> dict[str, int]:
         """Position in the epoch, saved in checkpoints by Lightning's fit loop."""
@@ -99,61 +116,26 @@ class ResidentBatches:
         return {"epoch": self.epoch, "consumed": consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue the saved epoch's permutation after its consumed batches."""
-        self.epoch, self.skip = state["epoch"], state["consumed"]
+        """Continue the saved epoch's permutations after its consumed batches (a checkpoint
+        taken at an epoch's last batch resumes at the next epoch: nothing to skip there)."""
+        self.epoch, self.skip = state["epoch"], (state["epoch"], state["consumed"])
 
-    def __iter__(self):
-        skip, self.skip = self.skip, 0
+    def orders(self) -> torch.Tensor:
+        """Every member's example order of the current epoch, `[M, N]` (made once per epoch)."""
+        if self._orders is None or self._orders[0] != self.epoch:
+            count = len(self.y)
+            orders = torch.stack([epoch_order(count, seed, self.epoch) for seed in self.seeds])
+            self._orders = (self.epoch, orders.to(self.y.device))
+        return self._orders[1]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        saved, self.skip = self.skip, None
+        skip = saved[1] if saved is not None and saved[0] == self.epoch else 0
         if self.steps_done:
             self.epoch_start_step = self.steps_done() - skip
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.y), generator=generator).to(self.y.device)
-        else:
-            order = torch.arange(len(self.y), device=self.y.device)
-        if self.plan is not None:
-            yield from self._chunks(order, skip)
-            return
+        orders, size = self.orders(), self.batch_size
         for index in range(skip, len(self)):
-            yield self.rows(self._batch_indices(order, index))
-
-    def rows(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The examples at `indices` (without `gather`: the indices, in both places)."""
-        if not self.gather:
-            return indices, indices
-        return self.x[indices], self.y[indices]
-
-    def _batch_indices(self, order: torch.Tensor, index: int) -> torch.Tensor:
-        """The example indices of batch `index` of the epoch (this rank's share under DDP)."""
-        batch = order[index * self.batch_size : (index + 1) * self.batch_size]
-        if self.world_size > 1:
-            share = -(-len(batch) // self.world_size)
-            batch = batch[self.rank * share : (self.rank + 1) * share]
-        return batch
-
-    def _chunks(self, order: torch.Tensor, skip: int):
-        """StepChunks of at most `plan.steps_per_call` batches, each ending where the plan says
-        something happens, so every hook Lightning runs between batches sees the same step it
-        would without chunks."""
-        plan, steps = self.plan, len(self)
-        # global steps taken before this epoch (without a trainer: whole epochs so far)
-        before_epoch = self.epoch_start_step if self.steps_done else self.epoch * steps
-        done = skip
-        while done < steps:
-            first = done
-            done += 1
-            while (
-                done < steps
-                and done - first < plan.steps_per_call
-                and not plan.ends_chunk(before_epoch + done, done)
-            ):
-                done += 1
-            parts = [self._batch_indices(order, index) for index in range(first, done)]
-            indices = parts[0] if len(parts) == 1 else torch.cat(parts)
-            yield StepChunk(
-                *self.rows(indices),
-                tuple(len(part) for part in parts),
-                first,
-                steps,
-                plan.validation_due(before_epoch + done, done),
+            batch = rank_share(
+                orders[:, index * size : (index + 1) * size], self.rank, self.world_size
             )
+            yield self.x[batch], self.y[batch]

@@ -12,7 +12,7 @@ import torch
 
 from normlab.config.errors import ConfigError
 from normlab.config.schema import DatasetName
-from normlab.data.batches import ChunkPlan, ResidentBatches
+from normlab.data.batches import MemberBatches, ResidentBatches
 from normlab.data.errors import DataError
 from normlab.data.preprocess import Preprocessor
 from normlab.data.sources import (
@@ -64,17 +64,14 @@ def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
 class ResidentDataModule(pl.LightningDataModule):
     """Train / val / test tensors held in memory, moved once to the training device.
 
-    `order_seed`: the training batch order's seed; several seeds (a stack's members) give
-    each member its own order over the same data (normlab.stack.batches.MemberBatches).
+    `order_seed`: the training batch order's seed, one per member: each member walks its own
+    order over the same data (normlab.data.batches.MemberBatches).
     """
 
-    def __init__(
-        self, cfg, data_dir: Path, order_seed: int | Sequence[int], plan: ChunkPlan | None = None
-    ):
+    def __init__(self, cfg, data_dir: Path, order_seed: int | Sequence[int]):
         super().__init__()
         self.cfg, self.data_dir = cfg, Path(data_dir)
         self.order_seeds = [order_seed] if isinstance(order_seed, int) else list(order_seed)
-        self.plan = plan  # training batches grouped in StepChunks (normlab.lit.step_plan)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_classes = 0
         self.dataset_name = DatasetName(cfg.name).value  # the fallback's name when it was used
@@ -127,7 +124,7 @@ class ResidentDataModule(pl.LightningDataModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """Batches sliced from tensors already on `device` are returned as they are: no copy
         and no walk over the batch per step. Anything else takes Lightning's default path."""
-        x, y = batch[0], batch[1]  # an (x, y) batch or a StepChunk
+        x, y = batch
         if x.device == device and y.device == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -151,27 +148,15 @@ class ResidentDataModule(pl.LightningDataModule):
                 f"evenly over {world} ranks; use a multiple of {world}"
             )
         trainer = self.trainer
-        loaders = [
-            ResidentBatches(
-                x,
-                y,
-                self.cfg.batch_size,
-                shuffle=True,
-                drop_last=True,
-                seed=seed,
-                rank=rank,
-                world_size=world,
-                steps_done=(lambda: trainer.global_step) if trainer else None,
-                plan=self.plan,
-                gather=len(self.order_seeds) == 1,  # members: MemberBatches gathers for all
-            )
-            for seed in self.order_seeds
-        ]
-        if len(loaders) == 1:
-            return loaders[0]
-        from normlab.stack.batches import MemberBatches
-
-        return MemberBatches(loaders)
+        return MemberBatches(
+            x,
+            y,
+            self.cfg.batch_size,
+            self.order_seeds,
+            rank=rank,
+            world_size=world,
+            steps_done=(lambda: trainer.global_step) if trainer else None,
+        )
 
     def val_dataloader(self) -> ResidentBatches:
         x, y = self._on_device("val")

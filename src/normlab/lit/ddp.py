@@ -26,10 +26,10 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.layer_sync import LayerSync
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from normlab.lit.lightning_compat import DDPStrategyWithLauncher, ScriptLauncher
+from normlab.models.members import MemberNetworks
 from normlab.models.sync_batchnorm import convert_to_sync, revert_from_sync
 from normlab.utils.ranks import world_size
 
@@ -170,9 +170,11 @@ class NormlabDDPStrategy(DDPStrategyWithLauncher):
         # same masks for every rank's share of the batch. A resumed run that restored each rank's
         # own random state from the checkpoint keeps it (a checkpoint from another world size
         # has none to give, so those ranks are decorrelated here as in a fresh run).
-        restored = getattr(self.lightning_module, "restored_rank_rng", False)
+        module = self.lightning_module
+        restored = getattr(module, "restored_rank_rng", False)
         if self.global_rank and not restored:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+            module.model.randomness.decorrelate(self.global_rank)
         if self.is_global_zero:
             batch = self.config.data.batch_size
             log.info(
@@ -185,10 +187,9 @@ class NormlabDDPStrategy(DDPStrategyWithLauncher):
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
-        for module in self.lightning_module.modules():
-            if isinstance(module, _BatchNorm) and module.track_running_stats:
-                for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
-                    dist.broadcast(buffer, src=0)
+        for networks in _member_networks(self.lightning_module):
+            for _, buffer in networks.stacked_buffers():  # batch-norm running statistics
+                dist.broadcast(buffer, src=0)
 
     def release(self) -> None:
         """End of the run: leave the process group; rank 0 also releases the ranks it started."""
@@ -198,39 +199,61 @@ class NormlabDDPStrategy(DDPStrategyWithLauncher):
             self.launcher.release()
 
 
+def _member_networks(model: nn.Module) -> list[MemberNetworks]:
+    return [module for module in model.modules() if isinstance(module, MemberNetworks)]
+
+
 class BatchNormSync(LayerSync):
-    """Lightning plugin for `norm.sync`: DDP converts the batch norms when fit starts and
-    reverts them after (over NCCL to PyTorch's fused SyncBatchNorm)."""
+    """Lightning plugin for `norm.sync`: DDP switches the batch norms to statistics over all
+    ranks when fit starts and back after: the members' batched batch norm, and the batch-norm
+    layers of a network trained through its own forward (over NCCL to PyTorch's fused
+    SyncBatchNorm)."""
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return convert_to_sync(model, fused=dist.get_backend() == "nccl")
+        fused = dist.get_backend() == "nccl"
+        for networks in _member_networks(model):
+            networks.sync_batch_norm = True
+            networks.apply_to_networks(lambda network: convert_to_sync(network, fused=fused))
+        return model
 
     def revert(self, model: nn.Module) -> nn.Module:
-        return revert_from_sync(model)
+        for networks in _member_networks(model):
+            networks.sync_batch_norm = False
+            networks.apply_to_networks(revert_from_sync)
+        return model
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    """The tensors of a nest of dicts and lists, in a fixed order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    items = [state[key] for key in sorted(state)] if isinstance(state, dict) else state
+    return [tensor for item in items for tensor in _tensors(item)]
+
+
+def _refill(state, tensors: list[torch.Tensor]):
+    """`state`'s nest with its tensors, in `_tensors` order, replaced by `tensors` (consumed)."""
+    if isinstance(state, torch.Tensor):
+        return tensors.pop(0)
+    if isinstance(state, dict):
+        return {key: _refill(state[key], tensors) for key in sorted(state)}
+    return [_refill(item, tensors) for item in state]
 
 
 def gather_rank_states(local: dict, all_gather: Callable[[torch.Tensor], torch.Tensor]) -> list:
-    """Every rank's random streams (`MemberRandomness.state_dict()`: CPU and, where CUDA is in
-    use, the rank's CUDA generator), rank r's at index r, on every rank.
+    """Every rank's random streams (`MemberRandomness.state_dict()`), rank r's at index r, on
+    every rank.
 
-    One collective: the states travel as one flat byte tensor (every rank has the same
-    layout: the same config and the same kind of device)."""
-    cpu, cuda = list(local["cpu"]), list(local["cuda"] or [])
-    parts = [state.flatten() for state in (*cpu, *cuda)]
-    gathered = all_gather(torch.cat(parts)).cpu()  # [world, bytes]
-    sizes = [part.numel() for part in parts]
-    ranks = []
-    for row in gathered:
-        states = [state.clone() for state in row.split(sizes)]
-        ranks.append({"cpu": states[: len(cpu)], "cuda": states[len(cpu) :] if cuda else None})
-    return ranks
+    One collective: the states travel as one flat byte tensor (every rank has the same layout:
+    the same config and the same kind of device)."""
+    flat = [part.flatten() for part in _tensors(local)]
+    gathered = all_gather(torch.cat(flat)).cpu()  # [world, bytes]
+    sizes = [part.numel() for part in flat]
+    return [_refill(local, [state.clone() for state in row.split(sizes)]) for row in gathered]
 
 
-def rank_state(saved, rank: int) -> dict:
-    """Rank `rank`'s streams in a checkpoint's `normlab_rank_rng` (`gather_rank_states`; older
-    checkpoints hold one CPU state per rank, as rows of a tensor)."""
-    if isinstance(saved, torch.Tensor):
-        return {"cpu": [saved[rank].clone()], "cuda": None}
+def rank_state(saved: list, rank: int) -> dict:
+    """Rank `rank`'s streams in a checkpoint's `normlab_rank_rng` (`gather_rank_states`)."""
     return saved[rank]
 
 

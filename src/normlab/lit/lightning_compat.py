@@ -1,8 +1,7 @@
 """Every use of Lightning's (and W&B's) private API, checked against the version it was verified on.
 
-normlab leans on a few Lightning internals where no public API does the job (several optimizer
-steps per Lightning batch, a SIGTERM stop at a resumable point, DDP ranks that join one run
-folder). Each lives here as a small named function whose comment cites what it relies on in
+normlab leans on a few Lightning internals where no public API does the job (a SIGTERM stop at
+a resumable point, DDP ranks that join one run folder). Each lives here as a small named function whose comment cites what it relies on in
 pytorch_lightning 2.6.6; tests/test_lightning_compat.py pins each one on a real Trainer, so a
 Lightning release that moves one fails there by name rather than somewhere in a training run.
 """
@@ -35,43 +34,6 @@ def check_lightning_version(version: str) -> None:
 
 
 check_lightning_version(pl.__version__)
-
-
-# --- the training loop's batch counters (normlab.lit.step_plan) ---
-
-
-def add_logger_steps(trainer: pl.Trainer, steps: int) -> None:
-    """Add `steps` to the step count the logger connector logs training metrics at."""
-    # LoggerConnector.log_metrics logs at `fit_loop.epoch_loop._batches_that_stepped` and its
-    # should_update_logs checks log_every_n_steps against that count + 1
-    # (trainer/connectors/logger_connector/logger_connector.py); TrainingEpochLoop.on_advance_end
-    # adds 1 per batch after the batch's metrics are logged, and on_save_checkpoint saves it
-    # (loops/training_epoch_loop.py).
-    trainer.fit_loop.epoch_loop._batches_that_stepped += steps
-
-
-def set_validation_check(trainer: pl.Trainer, due: bool, *, resuming: bool = False) -> None:
-    """Make Lightning's validation check after the current batch answer `due`.
-
-    With `resuming` (from `on_train_start` of a resumed fit): the check Lightning makes before its
-    first batch about the last batch before the checkpoint, where `due` says whether it validated.
-    """
-    # TrainingEpochLoop._should_check_val_fx (loops/training_epoch_loop.py) validates when
-    # `(batch + 1) % trainer.val_check_batch == 0`, with `batch` the 0-based index within the epoch
-    # (batch_progress.current.ready - 1) when check_val_every_n_epoch is set, else across epochs
-    # (batch_progress.total.ready - 1). FitLoop.setup_data sets val_check_batch once per fit
-    # (loops/fit_loop.py) and nothing else writes it, so a value set here holds until reset.
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    if resuming:
-        # on_train_start runs before TrainingEpochLoop.reset, which on a restart brings `ready` to
-        # `completed` (progress.py reset_on_restart) after first completing a batch saved at
-        # on_train_batch_end: either way, the `processed` count restored from the checkpoint
-        in_epoch, total = progress.current.processed, progress.total.processed
-    else:
-        in_epoch, total = progress.current.ready, progress.total.ready
-    counted = in_epoch if trainer.check_val_every_n_epoch is not None else total
-    if counted > 0:
-        trainer.val_check_batch = counted if due else counted + 1
 
 
 # --- stopping between steps (normlab.callbacks.preemption) ---

@@ -1,5 +1,27 @@
-"""ClassifierModule: cross-entropy + penalties, metrics, optimizer groups and LR schedule, for
-a stack of M member networks (M = 1: a solo run; normlab.stack: several sweep cells at once)."""
+"""ClassifierModule: M members trained as one (M = 1: a solo run), every step a fixed number of
+tensor ops over the member axis.
+
+Per step: each member's batch through MemberNetworks (one batched forward), each member's
+cross-entropy with its own label smoothing and L2 / L1 penalties (`[M]`), one backward of their
+sum (each member's gradient is exactly its own), one MemberOptimizer step (masking, decoupled
+decay, clipping, the update, all member-wise), the member-wise schedules, and the training sums.
+Member-wise settings are `[M]` tensors; there is no Python loop over members in the step but for
+random draws (one small op per member and draw: each member's masks come from its own stream).
+
+A member stops training when its loss turns non-finite (checked where a training window is
+logged, so no step waits on the host) or when its early-stopping rule says so: it is masked,
+takes no more steps, logs no more; the run stops when no member trains.
+
+Metrics are `[M]` tensors under one set of names (`train/loss`, `val/acc`, ...), handed to the
+run's MemberLoggers, which writes member m's entry into member m's own metrics.csv and W&B run.
+The latest per-member values are in `latest` (the member-axis counterpart of
+`trainer.callback_metrics`, which holds scalars only).
+
+Lightning's contract holds: one optimizer step per training batch (manual optimization, in the
+order of Lightning's automatic optimization: forward, zero_grad, backward, the
+`on_before_optimizer_step` hooks, optimizer step, schedule step), so every batch hook,
+LearningRateMonitor and the progress bar see every step.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +33,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
-from normlab.data.batches import StepChunk
+from normlab.lit.augment import MemberAugment, RandomShiftFlip
 from normlab.lit.ddp import gather_rank_states, rank_state
+from normlab.lit.early_stopping import MemberEarlyStopping
 from normlab.lit.lightning_compat import FX_NAME_ATTRIBUTE, is_attached
-from normlab.lit.regularizers import (
-    WeightPenalty,
-    apply_decoupled_decay,
-    parameter_groups,
-    weight_matrices,
-)
-from normlab.lit.schedules import MemberGroups, MemberSchedules
-from normlab.lit.step_plan import account_chunk, restore_validation_trigger
-from normlab.stack.batches import member_steps
-from normlab.stack.network import MemberStack
+from normlab.lit.losses import member_cross_entropy, member_penalty
+from normlab.lit.member_schedules import MemberSchedule, MemberSchedules
+from normlab.lit.optimizers import MemberOptimizer, clip_columns
+from normlab.lit.regularizers import weight_matrix_names
+from normlab.models.members import MemberNetworks
 
 
 @dataclass
@@ -35,369 +50,341 @@ class MemberTraining:
     """How one member trains: everything in its config that acts beyond its network."""
 
     optimizer_factory: Callable
-    schedule_factory: Callable | None = None
-    schedule_interval: str = "epoch"
-    schedule_frequency: int = 1
+    schedule: MemberSchedule | None = None
     label_smoothing: float = 0.0
-    penalty: WeightPenalty | None = None
+    l2: float = 0.0
+    l1: float = 0.0
     weight_decay: float = 0.0
     decay_norm_and_bias: bool = False
-    augment: nn.Module | None = None
+    augment: RandomShiftFlip | None = None
     grad_clip: tuple[float, str] | None = None  # (value, "norm" | "value")
+    early_stopping: Any | None = None  # the regularizer.early_stopping config
 
-    def __post_init__(self) -> None:
-        if self.penalty is not None and not self.penalty.active:
-            self.penalty = None
+
+def _column(values: Sequence[float]) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values]).unsqueeze(1)
 
 
 class ClassifierModule(pl.LightningModule):
-    """Trains a MemberStack on (x, y) batches; logs train/*, val/*, val/acc_best and test/*
-    per member (a stack of one logs them under their plain names).
-
-    Training metrics are accumulated in an on-device buffer and logged every
-    `trainer.log_every_n_steps` steps, so no step pays a host sync or a metric object update.
-
-    The step is written out (Lightning's manual optimization) in the order Lightning's automatic
-    optimization uses -- forward, zero_grad, backward, `on_before_optimizer_step` hooks
-    (instruments, then decoupled decay and clipping here), optimizer step, schedule step -- so
-    the numbers are the same, without the closure machinery and its hook calls: on a 3x100 MLP
-    Lightning's own per-step work costs more than the math. For the same reason a training
-    batch is usually a StepChunk of several batches, one optimizer step each
-    (normlab.lit.step_plan says where chunks end and keeps Lightning's counters in steps).
-
-    Members: one optimizer holds every member's parameter groups (with the member's own
-    hyperparameters), each member has its own schedule, penalty, label smoothing, clipping and
-    augmentation, and the objective is the sum of the members' objectives, so each member's
-    gradient is exactly its own. A member whose loss turns non-finite is recorded as diverged
-    and no longer logged; the others go on.
-    """
+    """Trains MemberNetworks on member batches (`x` `[M, B, ...]`, `y` `[M, B]`); logs
+    train/*, val/*, val/acc_best and test/* per member (see the module docstring)."""
 
     def __init__(
         self,
-        model: MemberStack,
+        model: MemberNetworks,
         members: Sequence[MemberTraining],
         num_classes: int,
         *,
         config: dict[str, Any] | list[dict[str, Any]] | None = None,
     ):
         super().__init__()
-        self.automatic_optimization = False  # see the class docstring
+        self.automatic_optimization = False  # see the module docstring
         self.model = model
-        self.training_specs = list(members)
-        if len(self.training_specs) != len(model):
-            raise ValueError(f"{len(model)} networks but {len(self.training_specs)} members")
-        self.config = config or {}
+        self.specs = list(members)
         count = len(model)
-        self.val_acc = nn.ModuleList(
-            MulticlassAccuracy(num_classes, average="micro") for _ in range(count)
+        if len(self.specs) != count:
+            raise ValueError(f"{count} networks but {len(self.specs)} members")
+        self.config = config or {}
+        self.num_classes = num_classes
+        specs = self.specs
+        # member-wise settings (not saved: they come from the configs)
+        smoothing = [s.label_smoothing for s in specs]
+        self.register_buffer("smoothing", _column(smoothing) if any(smoothing) else None, False)
+        self.register_buffer("l2", _column([s.l2 for s in specs]).squeeze(1), False)
+        self.register_buffer("l1", _column([s.l1 for s in specs]).squeeze(1), False)
+        self.use_l2, self.use_l1 = any(s.l2 for s in specs), any(s.l1 for s in specs)
+        self.weight_names = weight_matrix_names(model.networks)
+        augments = [s.augment for s in specs]
+        self.augment = (
+            MemberAugment(augments, model.randomness)
+            if any(a is not None for a in augments)
+            else None
         )
-        self.test_acc = nn.ModuleList(
-            MulticlassAccuracy(num_classes, average="micro") for _ in range(count)
-        )
-        self.val_loss = nn.ModuleList(MeanMetric() for _ in range(count))
-        self.test_loss = nn.ModuleList(MeanMetric() for _ in range(count))
-        self.val_acc_best = nn.ModuleList(MaxMetric() for _ in range(count))
-        for best in self.val_acc_best:
-            best.persistent(True)  # a resumed run remembers its best
+        self.early_stopping = MemberEarlyStopping([s.early_stopping for s in specs])
+        # what training has done to each member (saved in checkpoints)
+        self.register_buffer("active", torch.ones(count, dtype=torch.bool))
+        self.register_buffer("diverged_at", torch.full((count,), -1, dtype=torch.int64))
+        self.register_buffer("diverged_loss", torch.zeros(count))
+        self.register_buffer("stopped_at", torch.full((count,), -1, dtype=torch.int64))
+        self.register_buffer("val_acc_best", torch.full((count,), -torch.inf))
         # per member: loss sum, correct count, example count since the last logged step (kept
         # in checkpoints so a resumed run logs the same numbers as an uninterrupted one)
         self.register_buffer("train_sums", torch.zeros(count, 3))
+        self.register_buffer("eval_sums", torch.zeros(count, 3), False)
+        self.stopped_buffers: dict[str, torch.Tensor] = {}  # buffers of members at their stop
+        self.latest: dict[str, torch.Tensor] = {}  # the latest logged [M] values, by name
+        self.tested: dict[str, list] = {}  # the test phase's per-member values, by name
+        self.schedules: MemberSchedules | None = None
         self.restored_rank_sums: torch.Tensor | None = None  # per-rank sums of a DDP checkpoint
         self.restored_rank_rng = False  # each rank's own random state came from a checkpoint
-        # whether validation ran after the last StepChunk (a resumed run must tell Lightning)
-        self.validated_last_chunk = False
-        self.restored_validated_last: bool | None = None
         self.restored_schedules: dict | None = None
-        self.diverged: dict[int, tuple[int, float]] = {}  # member -> (step, loss)
-        # early-stopped members: the step they stopped at, and their state then (restored
-        # when the fit ends, so the test and the result are the stopped member's)
-        self.stopped: dict[int, int] = {}
-        self.stopped_states: dict[int, dict[str, torch.Tensor]] = {}
-        self.member_groups: list[list[dict]] = []  # each member's optimizer groups
-        self.schedules: MemberSchedules | None = None
 
     @property
     def members(self) -> int:
-        """How many networks train here."""
+        """M, the number of members."""
         return len(self.model)
 
-    def member_key(self, member: int, name: str) -> str:
-        """The logged name of member `member`'s metric `name` (the plain name when solo);
-        normlab.stack.loggers routes the prefixed names to each member's own loggers."""
-        return name if self.members == 1 else f"members/{member}/{name}"
+    def active_list(self) -> list[bool]:
+        """Which members still train (one host read)."""
+        return self.active.tolist()
 
-    def active(self, member: int) -> bool:
-        """Whether member `member` still trains (it has neither diverged nor stopped early)."""
-        return member not in self.diverged and member not in self.stopped
-
-    def stop_member(self, member: int) -> None:
-        """Early stopping of one member: keep its state of now for the test, log it no more;
-        the stack stops when no member trains any more."""
-        network = self.model.members[member]
-        self.stopped[member] = self.global_step
-        self.stopped_states[member] = {
-            key: value.detach().clone() for key, value in network.state_dict().items()
-        }
-        self._stop_when_done()
-
-    def _stop_when_done(self) -> None:
-        if not any(self.active(member) for member in range(self.members)):
-            self.trainer.should_stop = True
-
-    def on_train_end(self) -> None:
-        # a stopped member's weights went on moving with the stack's steps: put back its own
-        for member, state in self.stopped_states.items():
-            self.model.members[member].load_state_dict(state)
-
-    def best_val_acc(self, member: int = 0) -> float | None:
-        """The best validation accuracy so far (restored on resume), None before any validation."""
-        value = float(self.val_acc_best[member].max_value)
-        return value if math.isfinite(value) else None
+    def best_val_acc(self) -> list[float | None]:
+        """Each member's best validation accuracy so far (None before any validation)."""
+        return [v if math.isfinite(v) else None for v in self.val_acc_best.tolist()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, shared=True)
 
+    # --- training ---
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        if isinstance(batch, StepChunk):  # several steps per Lightning batch (lit/step_plan.py)
-            steps = member_steps(batch, self.members)
-            objective = self._steps(steps, batch.y, batch.first, batch.epoch_steps)
-            self.validated_last_chunk = batch.validate_after
-            account_chunk(self.trainer, len(batch.sizes), batch.validate_after)
-            return objective
-        x, y = batch
-        steps = [(x.unsqueeze(0), y.unsqueeze(0))] if self.members == 1 else [(x, y)]
-        return self._steps(steps, y, batch_idx, self.trainer.num_training_batches)
-
-    def _steps(self, batches, labels, first: int, epoch_steps: int) -> torch.Tensor:
-        """One optimizer step per (x, y) of `batches` (steps `first` + 1, ... of the epoch's
-        `epoch_steps`; x, y carry the member axis; `labels`: all their y), then the training
-        window's bookkeeping.
-
-        Per step, the only bookkeeping op is one add to the window's loss sums, in step order,
-        so the sums (and what is logged) do not depend on how steps are grouped; hits and
-        example counts are integers, summed once per call. A logged window always ends on the
-        last of these steps (the step plan ends chunks there).
-        """
-        log_every = self.trainer.log_every_n_steps
-        loss_sum = self.train_sums[:, 0].clone()
-        logits_seen, window_end, size = [], None, 0
-        for offset, (x, y) in enumerate(batches):
-            step = self.global_step
-            if (step + 1) % log_every == 0:  # the learning rates this step trains with
-                window_end = (step, [groups[0]["lr"] for groups in self.member_groups])
-            objective, losses, logits = self._optimizer_step(x, y, first + offset + 1, epoch_steps)
-            loss_sum.add_(losses, alpha=y.shape[1])
-            logits_seen.append(logits)
-            size += y.shape[1]
-        labels = labels.reshape(self.members, -1) if labels.dim() == 1 else labels
-        with torch.no_grad():
-            hits = (torch.cat(logits_seen, dim=1).argmax(dim=2) == labels).sum(dim=1)
-            _, correct, count = self.train_sums.unbind(1)
-            self.train_sums.copy_(torch.stack((loss_sum, correct + hits, count + size), dim=1))
-        if window_end is not None:
-            self._log_train_window(*window_end)
-        return objective
-
-    def _optimizer_step(
-        self, x, y, epoch_step: int, epoch_steps: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step of every member on its batch (x[m], y[m]), step `epoch_step`
-        (1-based) of `epoch_steps`; the summed objective, the members' cross-entropies and
-        logits (detached)."""
-        specs = self.training_specs
-        if any(spec.augment is not None for spec in specs):
-            x = self._augment(x)
+        x, y = batch  # [M, B, ...], [M, B]
+        if self.augment is not None:
+            x = self.augment(x)
         logits = self.model(x)
-        losses, objectives = [], []
-        world = self.trainer.world_size
-        for member, spec in enumerate(specs):
-            loss = F.cross_entropy(logits[member], y[member], label_smoothing=spec.label_smoothing)
-            losses.append(loss)
-            if spec.penalty is not None:
-                weights = weight_matrices(self.model.members[member])
-                loss = loss + spec.penalty(weights, y.shape[1] * world)
-            objectives.append(loss)
-        objective = objectives[0] if len(objectives) == 1 else torch.stack(objectives).sum()
+        losses = member_cross_entropy(logits, y, self.smoothing)
+        objective = losses
+        if self.use_l2 or self.use_l1:
+            weights = [self.model.leaf(name) for name in self.weight_names]
+            batch_size = y.shape[1] * self.trainer.world_size
+            l2, l1 = (self.l2 if self.use_l2 else None), (self.l1 if self.use_l1 else None)
+            objective = objective + member_penalty(weights, l2, l1, batch_size)
+        total = objective.sum()
+        step = self.global_step
+        logging = (step + 1) % self.trainer.log_every_n_steps == 0
+        rates = (
+            self.member_optimizer.lr.clone() if logging else None
+        )  # the rates this step trains at
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        self.manual_backward(objective)
-        optimizer.step()  # calls on_before_optimizer_step, counts the global step
-        self._step_schedules("step", epoch_step)
-        if epoch_step == epoch_steps:
-            self._step_schedules("epoch", self.current_epoch + 1)
-        return objective.detach(), torch.stack(losses).detach(), logits.detach()
+        self.manual_backward(total)
+        optimizer.step()  # runs the on_before_optimizer_step hooks, counts the global step
+        if self.schedules is not None:
+            self.schedules.step("step", batch_idx + 1)
+            if batch_idx + 1 == self.trainer.num_training_batches:
+                self.schedules.step("epoch", self.current_epoch + 1)
+        with torch.no_grad():
+            hits = (logits.argmax(dim=2) == y).sum(dim=1)
+            size = torch.full_like(losses, y.shape[1])
+            window = torch.stack((losses.detach() * y.shape[1], hits.to(losses.dtype), size), 1)
+            self.train_sums.add_(window * self.active.unsqueeze(1))
+        if logging:
+            self._log_train_window(step, rates)
+        return total.detach()
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's augmentation of its own batch, from its own random stream."""
-        parts = []
-        for member, spec in enumerate(self.training_specs):
-            part = x[member]
-            if spec.augment is not None:
-                with self.model.randomness.member(member, x.device):
-                    part = spec.augment(part)
-            parts.append(part)
-        return torch.stack(parts)
+    @property
+    def member_optimizer(self) -> MemberOptimizer:
+        """The run's MemberOptimizer (Lightning's wrapper unwrapped)."""
+        return self.trainer.optimizers[0]
 
-    def _step_schedules(self, interval: str, count: int) -> None:
-        """Lightning's rule for its automatic optimization: step when `count % frequency == 0`
-        (count: the batch within the epoch for `step`, the epoch for `epoch`), per member."""
-        if self.schedules is None:
-            return
-        for member, spec in enumerate(self.training_specs):
-            if spec.schedule_interval == interval and not count % spec.schedule_frequency:
-                self.schedules.step(member)
-
-    def _log_train_window(self, step: int, lrs: list[float]) -> None:
-        """Log the window that ends with `step` (trained at learning rates `lrs`), start anew."""
+    def _log_train_window(self, step: int, rates: torch.Tensor) -> None:
+        """Log the window that ends with `step`, mask the members whose loss turned
+        non-finite, start anew."""
         # summed over DDP ranks (a no-op on one device): the logged loss is the global batch's
-        sums = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum")
-        # checked only at logging steps: a per-step check would force a host sync on GPU
-        finite = torch.isfinite(sums[:, 0]).tolist()
-        metrics = {}
-        for member, (loss_sum, correct, count) in enumerate(sums):
-            if not self.active(member):
-                continue
-            if not finite[member]:
-                loss = float(loss_sum / count)
-                if self.members == 1:
-                    raise Diverged(step, loss)
-                self.diverged[member] = (step, loss)
-                continue
-            key = partial_key(self, member)
-            metrics[key("train/loss")] = loss_sum / count
-            metrics[key("train/acc")] = correct / count
-            metrics[key("train/lr")] = float(lrs[member])
-        self._stop_when_done()
-        if metrics:
-            self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")
+        loss, acc = sums[:, 0] / sums[:, 2], sums[:, 1] / sums[:, 2]
+        finite = torch.isfinite(sums[:, 0])
+        diverging = self.active & ~finite
+        self.diverged_at.copy_(torch.where(diverging, step, self.diverged_at))
+        self.diverged_loss.copy_(torch.where(diverging, loss, self.diverged_loss))
+        counted = self.active & finite
+        self.active.copy_(counted)
+        self.log_members({"train/loss": loss, "train/acc": acc, "train/lr": rates}, step, counted)
         self.train_sums.zero_()
+        self._stop_when_done()
 
-    def _evaluate(self, batch, losses: nn.ModuleList, accuracies: nn.ModuleList) -> None:
+    def _stop_when_done(self) -> None:
+        if not bool(self.active.any()):
+            self.trainer.should_stop = True
+
+    # --- evaluation ---
+
+    def _evaluate(self, batch) -> None:
         x, y = batch
-        logits = self.model(x, shared=True)
-        testing = self.trainer.testing
-        for member in range(self.members):
-            # a diverged member's outputs are NaN; an early-stopped one is still tested
-            if member in self.diverged or not (testing or self.active(member)):
-                continue
-            losses[member].update(F.cross_entropy(logits[member], y), weight=len(y))
-            accuracies[member].update(logits[member], y)
+        logits = self.model(x, shared=True)  # [M, B, C]
+        members, size = logits.shape[:2]
+        labels = y.expand(members, size)
+        losses = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
+        )
+        hits = (logits.argmax(dim=2) == labels).sum(dim=1).to(losses.dtype)
+        count = torch.full_like(hits, size)
+        self.eval_sums.add_(torch.stack((losses.view(members, size).sum(1), hits, count), 1))
+
+    def _evaluated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss and accuracy of the evaluation just done (over every rank), reset."""
+        sums = self.trainer.strategy.reduce(self.eval_sums.clone(), reduce_op="sum")
+        self.eval_sums.zero_()
+        return sums[:, 0] / sums[:, 2], sums[:, 1] / sums[:, 2]
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_acc)
+        self._evaluate(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_sums.zero_()
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {}
-        for member in range(self.members):
-            if self.active(member):
-                acc = self.val_acc[member].compute()
-                self.val_acc_best[member].update(acc)
-                key = partial_key(self, member)
-                metrics[key("val/loss")] = self.val_loss[member].compute()
-                metrics[key("val/acc")] = acc
-                metrics[key("val/acc_best")] = self.val_acc_best[member].compute()
-            self.val_loss[member].reset()
-            self.val_acc[member].reset()
-        self.log_dict(metrics)
+        loss, acc = self._evaluated()
+        if self.trainer.sanity_checking:
+            return
+        counted = self.active.clone()
+        self.val_acc_best.copy_(
+            torch.where(counted, torch.maximum(self.val_acc_best, acc), self.val_acc_best)
+        )
+        metrics = {"val/loss": loss, "val/acc": acc, "val/acc_best": self.val_acc_best.clone()}
+        fitting = self.trainer.state.fn == "fit"
+        self.log_members(metrics, self.global_step - 1 if fitting else self.global_step, counted)
+        if fitting:
+            stopping = self.early_stopping(metrics, self.active)
+            self._stop_members(stopping)
+
+    def _stop_members(self, stopping: torch.Tensor) -> None:
+        """Early stopping of the members in `stopping`: mask them, keep their buffers as they are
+        now (their weights no longer move; their running statistics would)."""
+        if not bool(stopping.any()):
+            return
+        self.stopped_at.copy_(torch.where(stopping, self.global_step, self.stopped_at))
+        self.active.copy_(self.active & ~stopping)
+        for name, buffer in self.model.stacked_buffers():
+            kept = self.stopped_buffers.get(name, buffer)
+            rows = stopping.view(-1, *[1] * (buffer.dim() - 1))
+            self.stopped_buffers[name] = torch.where(rows, buffer, kept).clone()
+        self._stop_when_done()
+
+    def on_train_end(self) -> None:
+        # a stopped member's running statistics went on moving: put back those of its stop
+        stopped = self.stopped_at >= 0
+        for name, buffer in self.model.stacked_buffers():
+            if name in self.stopped_buffers:
+                rows = stopped.view(-1, *[1] * (buffer.dim() - 1))
+                buffer.copy_(torch.where(rows, self.stopped_buffers[name], buffer))
+
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning's default sets every parameter's .grad to None; here they stay views of the
+        # flat gradient (zeroed in place)
+        self.model.zero_grad()
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_acc)
+        self._evaluate(batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_sums.zero_()
+        self.tested = {}
 
     def on_test_epoch_end(self) -> None:
-        metrics = {}
-        for member in range(self.members):
-            key = partial_key(self, member)
-            if member not in self.diverged:
-                metrics[key("test/loss")] = self.test_loss[member].compute()
-                metrics[key("test/acc")] = self.test_acc[member].compute()
-            self.test_loss[member].reset()
-            self.test_acc[member].reset()
-        self.log_dict(metrics)
+        loss, acc = self._evaluated()
+        tested = self.diverged_at < 0  # an early-stopped member is tested (as it stopped)
+        self.log_members({"test/loss": loss, "test/acc": acc}, self.global_step, tested)
+
+    # --- logging ---
+
+    def log_members(
+        self,
+        metrics: dict[str, torch.Tensor | Sequence],
+        step: int,
+        counted: torch.Tensor | Sequence[bool] | None = None,
+    ) -> None:
+        """Log one value per member under each name (an `[M]` tensor, or a list with None for a
+        member without one) to the members' own loggers, leaving out the members `counted`
+        excludes; tensors are recorded in `latest`, and the test's values in `tested`."""
+        tensors = {n: v for n, v in metrics.items() if isinstance(v, torch.Tensor)}
+        columns = {n: list(v) for n, v in metrics.items() if n not in tensors}
+        if tensors:
+            rows = torch.stack([v.to(torch.float64) for v in tensors.values()])
+            for name, row in zip(tensors, rows, strict=True):
+                self.latest[name] = row
+            columns.update(zip(tensors, rows.tolist(), strict=True))
+        keep = counted.tolist() if isinstance(counted, torch.Tensor) else counted
+        if keep is not None:
+            columns = {
+                name: [v if kept else None for v, kept in zip(column, keep, strict=True)]
+                for name, column in columns.items()
+            }
+        if self.trainer.testing:
+            self.tested.update(columns)
+        for logger in self.loggers:
+            logger.log_metrics({**columns, "epoch": self.current_epoch}, step)
+
+    # --- optimizer and schedules ---
 
     def configure_optimizers(self):
-        """One optimizer over every member's groups, each group with its member's settings; the
-        members' schedules act on their own groups only (normlab.lit.schedules)."""
-        member_optimizers = [
-            spec.optimizer_factory(
-                parameter_groups(network, spec.weight_decay, spec.decay_norm_and_bias)
-            )
-            for network, spec in zip(self.model.members, self.training_specs, strict=True)
-        ]
-        first = member_optimizers[0]
-        if len(member_optimizers) == 1:
-            optimizer = first
-        else:
-            if len({type(o) for o in member_optimizers}) > 1:
-                raise ValueError("members of one stack share their optimizer class")
-            groups = [group for member in member_optimizers for group in member.param_groups]
-            for group in groups:
-                if "foreach" in group and group["foreach"] is None:
-                    # one C++ loop over the stack's many tensors, not one Python call each
-                    group["foreach"] = True
-            optimizer = type(first)(groups, **first.defaults)
-        self.member_groups, start = [], 0
-        for member in member_optimizers:
-            count = len(member.param_groups)
-            self.member_groups.append(optimizer.param_groups[start : start + count])
-            start += count
-        factories = [spec.schedule_factory for spec in self.training_specs]
-        if all(factory is None for factory in factories):
-            return optimizer
-        self.schedules = MemberSchedules(
-            optimizer,
-            [
-                factory(MemberGroups(groups, optimizer)) if factory is not None else None
-                for factory, groups in zip(factories, self.member_groups, strict=True)
-            ],
+        """One MemberOptimizer over every member (member-wise settings), and the members'
+        schedules (they act on its `[M]` learning rates)."""
+        specs, model = self.specs, self.model
+        flat = model.flat
+        clip_norm, clip_value = clip_columns([s.grad_clip for s in specs], flat)
+        optimizer = MemberOptimizer(
+            model,
+            [s.optimizer_factory for s in specs],
+            active=lambda: self.active,
+            decay_rate=self._decay_rates(),
+            clip_norm=clip_norm,
+            clip_value=clip_value,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.schedules}}
+        schedules = [s.schedule or MemberSchedule(None) for s in specs]
+        if any(member.schedule is not None for member in schedules):
+            self.schedules = MemberSchedules(
+                schedules, optimizer.lr, optimizer.param_groups[0]["initial_lr"]
+            )
+            if self.restored_schedules is not None:
+                self.schedules.load_state_dict(self.restored_schedules)
+                self.restored_schedules = None
+        return optimizer
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if any(spec.weight_decay for spec in self.training_specs):
-            apply_decoupled_decay(optimizer)
-        # after the callbacks' hooks: instruments see raw gradients; each member clipped alone
-        for spec, groups in zip(self.training_specs, self.member_groups, strict=True):
-            if spec.grad_clip is not None:
-                value, algorithm = spec.grad_clip
-                parameters = [p for group in groups for p in group["params"]]
-                if algorithm == "norm":
-                    torch.nn.utils.clip_grad_norm_(parameters, value)
-                else:
-                    torch.nn.utils.clip_grad_value_(parameters, value)
+    def _decay_rates(self) -> torch.Tensor | None:
+        """normlab's decoupled weight decay of every parameter column, `[M, P]` (None when no
+        member decays): weight matrices decay, biases and norm gains and shifts only with
+        `decay_norm_and_bias` (decaying them shrinks the scale and offset the network learned
+        without regularizing its complexity)."""
+        specs, model = self.specs, self.model
+        if not any(s.weight_decay for s in specs):
+            return None
+        is_weight = torch.zeros(model.flat.shape[1], dtype=torch.bool)
+        for name in self.weight_names:
+            slot = model.slots[name]
+            is_weight[slot.start : slot.end] = True
+        rows = [
+            torch.full_like(is_weight, True) if s.decay_norm_and_bias else is_weight for s in specs
+        ]
+        rates = torch.tensor([s.weight_decay for s in specs]).unsqueeze(1)
+        return (torch.stack(rows).to(rates.dtype) * rates).to(model.flat)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around every hook call, some 40 times a step, and
-        # nn.Module.__setattr__ (parameter, buffer and submodule checks) made that ~10% of a
-        # small model's step. A plain attribute: the plain setter is equivalent.
+        # nn.Module.__setattr__ (parameter, buffer and submodule checks) made that a sizeable
+        # part of a small model's step. A plain attribute: the plain setter is equivalent.
         if name == FX_NAME_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
 
+    # --- checkpoints ---
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # every row logged so far is on disk with the checkpoint: a resumed run keeps them
+        for logger in self.loggers:
+            logger.save()
         checkpoint["normlab_config"] = self.config  # a checkpoint names the config that made it
         # every random stream a member draws from (dropout / dropconnect / augmentation)
-        checkpoint["normlab_rng"] = self.model.randomness.state_dict()
-        checkpoint["normlab_validated_last"] = self.validated_last_chunk
-        checkpoint["normlab_diverged"] = dict(self.diverged)
-        checkpoint["normlab_stopped"] = {"steps": self.stopped, "states": self.stopped_states}
+        checkpoint["normlab_rng"] = self.model.randomness.state_dict(self.device)
+        checkpoint["normlab_stopped_buffers"] = dict(self.stopped_buffers)
+        if self.schedules is not None:
+            checkpoint["normlab_schedules"] = self.schedules.state_dict()
         if self.trainer.world_size > 1:
             # every rank saves (rank 0 writes): keep each rank's window sums, or the resumed
             # run's first logged train/loss and train/acc would differ from an uninterrupted one
             checkpoint["normlab_rank_train_sums"] = self.all_gather(self.train_sums).cpu()
-            # and each rank's random streams, CPU and CUDA (dropout masks differ across ranks)
+            # and each rank's random streams (dropout masks differ across ranks)
             checkpoint["normlab_rank_rng"] = gather_rank_states(
-                self.model.randomness.state_dict(), self.all_gather
+                self.model.randomness.state_dict(self.device), self.all_gather
             )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "normlab_rng" in checkpoint:
             self.model.randomness.load_state_dict(checkpoint["normlab_rng"])
-        self.diverged = dict(checkpoint.get("normlab_diverged", {}))
-        stopped = checkpoint.get("normlab_stopped", {"steps": {}, "states": {}})
-        self.stopped, self.stopped_states = dict(stopped["steps"]), dict(stopped["states"])
+        self.stopped_buffers = dict(checkpoint.get("normlab_stopped_buffers", {}))
+        self.restored_schedules = checkpoint.get("normlab_schedules")
         self.restored_rank_sums = checkpoint.get("normlab_rank_train_sums")
-        self.restored_validated_last = checkpoint.get("normlab_validated_last")
         rank_rng = checkpoint.get("normlab_rank_rng")
         attached = is_attached(self)  # not so in `load_from_checkpoint`
         self.restored_rank_rng = (
@@ -412,19 +399,38 @@ class ClassifierModule(pl.LightningModule):
         if sums is not None and len(sums) == self.trainer.world_size:
             self.train_sums.copy_(sums[self.global_rank])
         self.restored_rank_sums = None
-        if self.restored_validated_last is not None:
-            restore_validation_trigger(self.trainer, self.restored_validated_last)
-            self.restored_validated_last = None
+        self.stopped_buffers = {k: v.to(self.device) for k, v in self.stopped_buffers.items()}
+        if self.schedules is not None and self.restored_schedules is not None:
+            self.schedules.load_state_dict(self.restored_schedules)
+            self.restored_schedules = None
 
+    # --- results ---
 
-def partial_key(module: ClassifierModule, member: int) -> Callable[[str], str]:
-    """`name -> module.member_key(member, name)`."""
-    return lambda name: module.member_key(member, name)
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"training loss {loss} at step {step}")
-        self.step, self.loss = step, loss
+    def member_results(self) -> list[dict[str, Any]]:
+        """Each member's outcome: status, steps, test metrics, val/acc_best (for result.json)."""
+        diverged_at, losses = self.diverged_at.tolist(), self.diverged_loss.tolist()
+        stopped_at = self.stopped_at.tolist()
+        best = self.best_val_acc()
+        results = []
+        for member in range(self.members):
+            tests = {
+                name: column[member]
+                for name, column in self.tested.items()
+                if column[member] is not None
+            }
+            result: dict[str, Any] = {"status": "completed", **tests}
+            steps = self.global_step
+            if stopped_at[member] >= 0:  # early stopping: the run ended at that validation
+                steps = stopped_at[member]
+            if diverged_at[member] >= 0:
+                step = diverged_at[member]
+                result = {
+                    "status": "diverged",
+                    "error": f"training loss {losses[member]} at step {step}",
+                    "diverged_at_step": step,
+                }
+                steps = step + 1
+            result["val/acc_best"] = best[member]
+            result["steps"] = steps
+            results.append(result)
+        return results

@@ -1,7 +1,9 @@
 """Learning-rate schedules that torch.optim.lr_scheduler lacks, as LambdaLR factories.
 
-The factors are small classes rather than lambdas so that LambdaLR can store them in
-checkpoints (it saves the state of callable objects, not of functions).
+These are what `scheduler.schedule._target_` names (conf/scheduler/*.yaml); a stack computes
+them member-wise (normlab.lit.member_schedules). The factors are small classes rather than
+lambdas so that LambdaLR can store them in checkpoints (it saves the state of callable objects,
+not of functions).
 """
 
 from __future__ import annotations
@@ -67,45 +69,3 @@ def warmup_cosine(
 ) -> LambdaLR:
     """Linear warmup, then cosine annealing."""
     return LambdaLR(optimizer, WarmupCosineFactor(warmup_steps, total_steps, eta_min_factor))
-
-
-class MemberGroups(Optimizer):
-    """One member's parameter groups of a stack's optimizer, seen as an optimizer of their own,
-    so a member's learning-rate schedule (any torch LRScheduler) sets its groups only."""
-
-    def __init__(self, groups: list[dict], optimizer: Optimizer):
-        # Optimizer.__init__ would copy the groups; the schedule must set the stack optimizer's
-        # own group dicts
-        self.param_groups = groups
-        self.defaults = optimizer.defaults
-        self.state = optimizer.state
-
-    def step(self, closure=None) -> None:
-        """Say that the stack's optimizer has stepped these groups (it does the update); a
-        schedule checks that its optimizer stepped before it does."""
-
-
-class MemberSchedules:
-    """Every member's schedule (None: a constant learning rate), saved and restored together:
-    Lightning sees one scheduler of the stack's optimizer and checkpoints it."""
-
-    def __init__(self, optimizer: Optimizer, schedules: list):
-        self.optimizer = optimizer
-        self.schedules = schedules
-
-    def step(self, member: int) -> None:
-        """Advance member `member`'s schedule by one interval (after an optimizer step)."""
-        schedule = self.schedules[member]
-        if schedule is not None:
-            schedule.optimizer.step()
-            schedule.step()
-
-    def state_dict(self) -> dict:
-        """Each member's schedule state."""
-        return {"members": [s.state_dict() if s is not None else None for s in self.schedules]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue every member's schedule where the checkpoint left it."""
-        for schedule, saved in zip(self.schedules, state["members"], strict=True):
-            if schedule is not None:
-                schedule.load_state_dict(saved)

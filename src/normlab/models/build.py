@@ -47,7 +47,8 @@ _SOURCES = {
     "dropout": "regularizer=dropout",
     "dropconnect": "regularizer=dropconnect",
 }
-# networks the stacked launcher can batch as one (normlab.stack.network); others train solo
+# networks with a batched form for several members (normlab.models.member_layers); others
+# train as stacks of one
 STACKABLE = ("normlab.models.mlp.MLP", "normlab.models.cnn.CNN")
 _GUIDE = 'docs/extending.md, "Your own network"'
 

@@ -17,7 +17,7 @@ class MLP(nn.Sequential):
     """Flatten -> [input batch norm] -> `depth` hidden blocks of `width` units -> linear head.
 
     An nn.Sequential of named children (`flatten`, `input_norm`, `layer1`..., `head`): the
-    stacked network (normlab.stack.network) batches several of them child by child.
+    batched forward (normlab.models.member_layers) runs several of them child by child.
     """
 
     config_schema = ModelConfig

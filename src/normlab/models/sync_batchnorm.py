@@ -31,6 +31,54 @@ class _AllReduceSum(torch.autograd.Function):
         return total
 
 
+def synced_batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    num_batches_tracked: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    momentum: float | None,
+    eps: float,
+) -> torch.Tensor:
+    """Training-mode batch norm of `x` (`[N, C, ...]`) with per-channel statistics over the
+    batches of all ranks; the running statistics (when given) are updated in place."""
+    reduce_dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    # Two passes (mean, then centered squares) rather than E[x^2] - E[x]^2: the numbers of
+    # one process on the whole batch, not a cancellation-prone shortcut.
+    count = x.new_tensor([x.numel() / x.size(1)])
+    totals = _AllReduceSum.apply(torch.cat([x.sum(reduce_dims), count]))
+    total_count = totals[-1].detach()
+    mean = totals[:-1] / total_count
+    centered = x - mean.view(shape)
+    var = _AllReduceSum.apply(centered.square().sum(reduce_dims)) / total_count
+    out = centered * torch.rsqrt(var + eps).view(shape)
+    if weight is not None:
+        out = out * weight.view(shape) + bias.view(shape)
+    if running_mean is not None:
+        _update_running_stats(
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            momentum,
+            mean.detach(),
+            var.detach(),
+            float(total_count),
+        )
+    return out
+
+
+@torch.no_grad()
+def _update_running_stats(running_mean, running_var, tracked, momentum, mean, var, count) -> None:
+    # The all-reduce gives every rank bitwise-identical statistics, so the running
+    # statistics agree across ranks without being broadcast.
+    factor = momentum if momentum is not None else 1.0 / float(tracked.max())
+    unbiased = var * (count / max(count - 1.0, 1.0))
+    running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+    running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+
+
 class _SyncedStatistics:
     """Mixin over a BatchNorm class: in training, statistics over the batches of all ranks."""
 
@@ -38,37 +86,16 @@ class _SyncedStatistics:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spans_ranks = self.training and dist.is_initialized() and dist.get_world_size() > 1
-        return self._synced_forward(x) if spans_ranks else super().forward(x)
-
-    def _synced_forward(self, x: torch.Tensor) -> torch.Tensor:
-        reduce_dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        # Two passes (mean, then centered squares) rather than E[x^2] - E[x]^2: the numbers of
-        # one process on the whole batch, not a cancellation-prone shortcut.
-        count = x.new_tensor([x.numel() / x.size(1)])
-        totals = _AllReduceSum.apply(torch.cat([x.sum(reduce_dims), count]))
-        total_count = totals[-1].detach()
-        mean = totals[:-1] / total_count
-        centered = x - mean.view(shape)
-        var = _AllReduceSum.apply(centered.square().sum(reduce_dims)) / total_count
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if not spans_ranks:
+            return super().forward(x)
         if self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), float(total_count))
-        return out
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
-        # The all-reduce gives every rank bitwise-identical statistics, so the running
-        # statistics agree across ranks without being broadcast.
-        self.num_batches_tracked.add_(1)
-        factor = (
-            self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.num_batches_tracked.add_(1)
+        running = (
+            (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
         )
-        unbiased = var * (count / max(count - 1.0, 1.0))
-        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+        return synced_batch_norm(
+            x, *running, self.num_batches_tracked, self.weight, self.bias, self.momentum, self.eps
+        )
 
 
 class SyncBatchNorm1d(_SyncedStatistics, nn.BatchNorm1d):

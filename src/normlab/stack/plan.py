@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.models.build import STACKABLE
@@ -73,22 +74,43 @@ def stack_name(run_dirs: Sequence[Path]) -> str:
 
 def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
     """Why this cell cannot train in a stack, or None when it can."""
+    from normlab.lit.member_schedules import closed_form
+    from normlab.lit.optimizers import member_wise
+
     trainer = cfg.trainer
     if trainer.devices not in (1, "1") or trainer.num_nodes != 1 or trainer.strategy != "auto":
         return "multi-device training (DDP) runs one cell per process group"
     if cfg.model._target_ not in STACKABLE:
         return (
-            f"model._target_={cfg.model._target_}: only normlab's mlp and cnn train as members "
-            "of a stack"
+            f"model._target_={cfg.model._target_}: only normlab's mlp and cnn have a batched "
+            "form for several members"
         )
     if cfg.compile:
-        return "compile=true compiles one network, not a stack"
+        return "compile=true compiles one member's forward"
     if last_checkpoint(run_dir).is_file():
         return "it resumes its own solo checkpoint"
     if cfg.norm.name == "noisy_batch":
-        # its noise is drawn inside the norm layer, where the stacked forward does not swap in
-        # each member's random stream (normlab.stack.network.MemberRandomness) as for dropout
+        # its noise is drawn inside the norm layer from the process's generator, not from each
+        # member's own stream (normlab.models.member_randomness) as dropout's is
         return "norm=noisy_batch draws its noise from the run's own random stream"
+    if cfg.norm.ghost_batches > 1:
+        return "norm.ghost_batches > 1 has no batched form for several members"
+    if str(trainer.precision).startswith("16"):
+        # one gradient scaler for the whole stack: one member's overflow would skip every
+        # member's step
+        return f"trainer.precision={trainer.precision} scales one loss for the whole stack"
+    optimizer = get_class(cfg.optimizer._target_)
+    if not member_wise(optimizer):
+        return (
+            f"optimizer._target_={cfg.optimizer._target_}: only SGD, Adam, AdamW and RMSprop "
+            "update member-wise"
+        )
+    schedule = cfg.scheduler.schedule
+    if schedule is not None and not closed_form(OmegaConf.to_container(schedule)):
+        return (
+            f"scheduler.schedule._target_={schedule._target_}: only the built-in schedules are "
+            "computed member-wise"
+        )
     return None
 
 

@@ -27,10 +27,10 @@ from normlab.config.validate import validate
 from normlab.data.batches import ResidentBatches
 from normlab.lit.ddp import gather_rank_states, rank_state
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d
+from normlab.models.member_randomness import MemberRandomness
 from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
 from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
-from normlab.models.member_randomness import MemberRandomness
 from sync_bn_worker import sync_bn_rank
 
 STEPS = 30

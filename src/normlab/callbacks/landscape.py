@@ -25,8 +25,9 @@ next step would: its changing noise is the instability it adds.
 
 The pre-update measures run in `on_before_optimizer_step` (after the step's backward), G' in an
 optimizer step post-hook (right after the update, before anything else moves the weights).
-Each member of a stack is probed on its own ordinary network; stacks form only of cells with the same callbacks (a key
-of normlab.stack.plan.stack_key), so every member records at the same steps.
+Each member of a stack is probed on its own ordinary network; stacks form only of cells with
+the same callbacks (a key of normlab.stack.plan.stack_key), so every member records at the same
+steps.
 """
 
 from __future__ import annotations

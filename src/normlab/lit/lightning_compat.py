@@ -1,9 +1,11 @@
-"""Every use of Lightning's (and W&B's) private API, checked against the version it was verified on.
+"""Every use of Lightning's (and W&B's) private API, checked against the version it was verified
+on.
 
-normlab leans on a few Lightning internals where no public API does the job (a SIGTERM stop at
-a resumable point, DDP ranks that join one run folder). Each lives here as a small named function whose comment cites what it relies on in
-pytorch_lightning 2.6.6; tests/test_lightning_compat.py pins each one on a real Trainer, so a
-Lightning release that moves one fails there by name rather than somewhere in a training run.
+normlab leans on a few Lightning internals where no public API does the job (a SIGTERM stop at a
+resumable point, DDP ranks that join one run folder). Each lives here as a small named function
+whose comment cites what it relies on in pytorch_lightning 2.6.6; tests/test_lightning_compat.py
+pins each one on a real Trainer, so a Lightning release that moves one fails there by name
+rather than somewhere in a training run.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def test_stacked_launcher_gives_the_reason_a_custom_network_trains_solo(compose_
     for overrides, target in ((CUSTOM, f"{__name__}.TinyConvNet"), (["model=resnet_small"], "")):
         reason = solo_reason(compose_cfg(*DIGITS, *overrides), tmp_path)
         assert reason.startswith("model._target_=") and target in reason
-        assert "only normlab's mlp and cnn train as members of a stack" in reason
+        assert "only normlab's mlp and cnn have a batched form" in reason
 
 
 @pytest.mark.slow

@@ -55,12 +55,12 @@ def test_tensorboard_writes_event_files_that_read_back_as_metrics_csv(run_traini
 
 def test_an_extra_callback_joins_by_override_and_null_drops_it(run_training, tmp_path):
     _, with_monitor = run_training(*TINY, LR_MONITOR, run_dir=tmp_path / "with")
-    lrs = [float(row["lr-SGD/pg1"]) for row in csv_rows(with_monitor) if row.get("lr-SGD/pg1")]
+    lrs = [float(row["lr-SGD"]) for row in csv_rows(with_monitor) if row.get("lr-SGD")]
     assert lrs and set(lrs) == {0.1}  # optimizer=sgd's lr
     _, dropped = run_training(
         *TINY, LR_MONITOR, "callbacks.extra.lr_monitor=null", run_dir=tmp_path / "without"
     )
-    assert "lr-SGD/pg1" not in csv_rows(dropped)[0]
+    assert "lr-SGD" not in csv_rows(dropped)[0]
 
 
 class ProgressBarSeen(Callback):
@@ -151,4 +151,4 @@ def test_each_stack_member_gets_its_own_extra_logger_and_the_callbacks_metrics(
         assert_same_scalars(
             tensorboard_scalars(run_dir, "train/loss"), csv_scalars(run_dir, "train/loss")
         )
-        assert csv_scalars(run_dir, "lr-SGD/pg1")  # the stack's LR monitor reached every member
+        assert csv_scalars(run_dir, "lr-SGD")  # the stack's LR monitor reached every member

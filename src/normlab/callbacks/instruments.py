@@ -39,13 +39,16 @@ def member_columns(per_member: Sequence[dict[str, Any]]) -> dict[str, list]:
     return {name: [metrics.get(name) for metrics in per_member] for name in names}
 
 
-def log_member_scalars(trainer: pl.Trainer, per_member: Sequence[dict], step: int) -> None:
-    """Each member's scalar tensors (one host sync for all) to the run's loggers at `step`."""
+def log_member_scalars(
+    trainer: pl.Trainer, per_member: Sequence[dict], step: int, extra: Sequence[dict] = ()
+) -> None:
+    """Each member's scalar tensors (one host sync for all), and its `extra` values (objects
+    such as W&B histograms), in one row per member to the run's loggers at `step`."""
     names = [(m, name) for m, metrics in enumerate(per_member) for name in metrics]
     if not names:
         return
     values = torch.stack([per_member[m][name].float() for m, name in names]).tolist()
-    rows: list[dict[str, Any]] = [{} for _ in per_member]
+    rows: list[dict[str, Any]] = [dict(more) for more in extra] or [{} for _ in per_member]
     for (member, name), value in zip(names, values, strict=True):
         rows[member][name] = value
     for logger in trainer.loggers:
@@ -183,11 +186,8 @@ class Instruments(Callback):
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
         """One host sync for all scalars; the histograms reach the members' W&B runs only."""
-        log_member_scalars(trainer, self._metrics, step)
-        if any(self._hist):
-            columns = member_columns([_wandb_histograms(hist) for hist in self._hist])
-            for logger in trainer.loggers:
-                logger.log_metrics(columns, step=step)
+        histograms = [_wandb_histograms(hist) for hist in self._hist] if any(self._hist) else ()
+        log_member_scalars(trainer, self._metrics, step, histograms)
 
 
 def _has_wandb(trainer: pl.Trainer) -> bool:

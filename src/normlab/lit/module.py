@@ -40,7 +40,7 @@ from normlab.lit.early_stopping import MemberEarlyStopping
 from normlab.lit.lightning_compat import FX_NAME_ATTRIBUTE, is_attached
 from normlab.lit.losses import member_cross_entropy, member_penalty
 from normlab.lit.member_schedules import MemberSchedule, MemberSchedules
-from normlab.lit.optimizers import MemberOptimizer, clip_columns
+from normlab.lit.optimizers import MemberOptimizer, clip_columns, member_optimizer
 from normlab.lit.regularizers import weight_matrix_names
 from normlab.models.members import MemberNetworks
 
@@ -313,7 +313,7 @@ class ClassifierModule(pl.LightningModule):
         specs, model = self.specs, self.model
         flat = model.flat
         clip_norm, clip_value = clip_columns([s.grad_clip for s in specs], flat)
-        optimizer = MemberOptimizer(
+        optimizer = member_optimizer(
             model,
             [s.optimizer_factory for s in specs],
             active=lambda: self.active,

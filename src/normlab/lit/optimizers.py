@@ -307,6 +307,22 @@ class MemberOptimizer(Optimizer):
             self.per_member.load_state_dict(state_dict["per_member"])
 
 
+_NAMED: dict[type, type[MemberOptimizer]] = {}
+
+
+def member_optimizer(networks, factories: Sequence[Factory], **settings) -> MemberOptimizer:
+    """A MemberOptimizer whose class bears the members' optimizer class's name (`SGD`, `Adam`,
+    ...), so that what reads optimizer names (LearningRateMonitor's `lr-SGD`) reads as in a
+    plain run."""
+    optimizer_class = member_defaults(factories[0])[0]
+    named = _NAMED.get(optimizer_class)
+    if named is None:
+        named = type(optimizer_class.__name__, (MemberOptimizer,), {"__module__": __name__})
+        named.__qualname__ = f"MemberOptimizer[{optimizer_class.__name__}]"
+        _NAMED[optimizer_class] = named
+    return named(networks, factories, **settings)
+
+
 class PerMemberTorch:
     """One torch optimizer per member, over its network's parameters (views of the flat
     storage): any optimizer class, exactly; a Python loop per member (stacks of one)."""

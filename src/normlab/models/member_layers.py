@@ -44,10 +44,10 @@ class NotStackable(ValueError):
 def single_forward(networks: MemberNetworks) -> Layer:
     """The one member's own forward, over row 0 of the stacked leaves (so gradients, DDP's
     hooks and checkpoints see the leaves)."""
-    network = networks.networks[0]
 
     def forward(x: torch.Tensor, shared: bool) -> torch.Tensor:
         arguments = networks.row_arguments(0)
+        network = networks.networks[0]  # looked up now: a conversion may have replaced it
         return functional_call(network, arguments, (x if shared else x[0],)).unsqueeze(0)
 
     return forward
@@ -129,7 +129,7 @@ def _batched_linear(networks: MemberNetworks, prefix: str, layers: Sequence[nn.L
 
     def linear(x: torch.Tensor) -> torch.Tensor:
         w = weight
-        if drawing and layers[drawing[0]].training:
+        if drawing and networks.training:
             # what DropConnectLinear draws: rand_like(weight) >= p, per member, own stream
             noise = torch.ones_like(weight.detach())
             rows = noise.unbind(0)
@@ -288,7 +288,8 @@ class _StackedBatchNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         first = self.first
-        training = first.training
+        # the stack's mode (the members' modules may have been replaced, e.g. synchronized)
+        training = self.networks.training
         mean, var = self._buffer("running_mean"), self._buffer("running_var")
         if mean is not None:
             mean, var = mean.reshape(-1), var.reshape(-1)  # views: rows are contiguous
@@ -375,7 +376,7 @@ class _Dropout:
         self.drawing = [index for index, p in enumerate(self.p) if p > 0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.drawing or not self.dropouts[self.drawing[0]].training:
+        if not self.drawing or not self.networks.training:
             return x
         count = len(self.p)
         if self.maps:  # [B, M*C, H, W] -> each member's (B, C, H, W)

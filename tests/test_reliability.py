@@ -231,7 +231,8 @@ def test_path_overrides_leave_one_flat_folder_per_cell(cli_env, tmp_path):
 
 def test_a_slash_in_a_cell_name_is_escaped():
     register_resolvers()
-    name = OmegaConf.create({"dirname": "data=a/b,seed=0", "n": "${path_safe:${dirname}}"}).n
+    cell = {"dirname": "data=a/b,seed=0", "task": ["data=a/b", "seed=0"], "params": None}
+    name = OmegaConf.create({**cell, "n": "${cell_folder:${dirname},${task},${params}}"}).n
     assert name == "data=a%2Fb,seed=0"
 
 

@@ -125,6 +125,7 @@ def train_members(
                 threads,
                 {"seed": cfg.seed, "init": seed.init, "data": seed.data},
                 stack,
+                accelerator=lead.trainer.accelerator,
             )
 
     datamodule = ResidentDataModule(

@@ -46,7 +46,7 @@ def test_the_gpu_check_on_cpu_measures_every_number_it_can(tmp_path):
     assert checks["cpu-vs-gpu"]["status"] == "SKIP"
     assert "needs a GPU" in checks["cpu-vs-gpu"]["reason"]
     # every other written check measured a number against its reference
-    for name in ("stacked-vs-solo", "deterministic", "sigterm-resume"):
+    for name in ("stacked-vs-solo", "deterministic", "sigterm-resume", "ddp-2-sync-bn-parity"):
         measured = checks[name]["measured"]
         assert checks[name]["status"] == "PASS", checks[name]
         assert 0 <= measured["max_rel_diff"] <= measured["limit"], (name, measured)
@@ -57,7 +57,7 @@ def test_the_gpu_check_on_cpu_measures_every_number_it_can(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"gpu-check: torch {torch.__version__}, cuda ")
     assert "tf32_matmul" in lines[0]
-    assert lines[-1].startswith("gpu-check: 3 PASS, 0 FAIL, 1 SKIP, 2 TODO")
+    assert lines[-1].startswith("gpu-check: 4 PASS, 0 FAIL, 1 SKIP, 2 TODO")
 
 
 @no_gpu_here

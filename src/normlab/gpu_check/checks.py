@@ -48,6 +48,8 @@ CPU_VS_GPU_RTOL = 1e-3
 # a stack member against its solo run: batched matmuls round in another order than one
 # member's; on CPU (tests/test_stacked.py) 1e-5
 STACKED_RTOL = {"cpu": 1e-5, "gpu": 1e-4}
+# two ranks with all-reduced batch statistics against one device (gloo: 1e-7 in tests/test_ddp.py)
+DDP_RTOL = {"cpu": 1e-5, "gpu": 1e-3}
 
 
 def cpu_vs_gpu(runner: Runner) -> dict[str, Any]:
@@ -131,6 +133,31 @@ def sigterm_resume(runner: Runner) -> dict[str, Any]:
     return {"stopped_at": stopped["steps"], "max_rel_diff": difference, "limit": 0.0}
 
 
+def ddp_parity(runner: Runner) -> dict[str, Any]:
+    """Two ranks with synchronized batch norm follow one device on the same global batch."""
+    from normlab.config.devices import visible_gpus
+
+    if runner.device == "gpu" and visible_gpus() < 2:
+        raise Skipped(f"two ranks need 2 GPUs, {visible_gpus()} here")
+    overrides = [
+        "data=synthetic",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=15",
+        "trainer.log_every_n_steps=1",
+        "norm.sync=true",
+    ]
+    _, one_dir = runner.train("ddp-parity/one", overrides)
+    two, two_dir = runner.train("ddp-parity/two", overrides, device=f"ddp-{runner.device}")
+    require(two.get("world_size") == 2, f"the two-rank run had world size {two.get('world_size')}")
+    difference = max_relative_difference(logged_losses(two_dir), logged_losses(one_dir))
+    limit = DDP_RTOL[runner.device]
+    require(
+        difference <= limit,
+        f"train/loss differs by {difference:.2e} relative (limit {limit:.0e})",
+    )
+    return {"ranks": 2, "max_rel_diff": difference, "limit": limit}
+
+
 def mixed_precision_stack(runner: Runner) -> dict[str, Any]:
     """For the core's stack rewrite: a 16-mixed stack with one member at lr=50 (it diverges)
     whose healthy members follow their solo runs."""
@@ -147,6 +174,7 @@ CHECKS: dict[str, Callable[[Runner], dict[str, Any]]] = {
     "stacked-vs-solo": stacked_vs_solo,
     "deterministic": deterministic,
     "sigterm-resume": sigterm_resume,
+    "ddp-2-sync-bn-parity": ddp_parity,
     "16-mixed-stack-lr50": mixed_precision_stack,
     "member-scaling": member_scaling,
 }

@@ -21,7 +21,13 @@ from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
 
-TRAINERS = {"gpu": "trainer=gpu", "cpu": "trainer=cpu"}
+# a device and its trainer group; "ddp-gpu" / "ddp-cpu": two ranks over NCCL / gloo
+TRAINERS = {
+    "gpu": ["trainer=gpu"],
+    "cpu": ["trainer=cpu"],
+    "ddp-gpu": ["trainer=ddp", "trainer.devices=2"],
+    "ddp-cpu": ["trainer=ddp_cpu", "trainer.devices=2"],
+}
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Runner:
             return compose(
                 "train",
                 overrides=[
-                    TRAINERS[device or self.device],
+                    *TRAINERS[device or self.device],
                     f"paths.root_dir={self.work}",
                     f"paths.data_dir={self.work / 'data'}",
                     "logger=csv",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normlab.config.errors import ConfigError
 from normlab.config.schema import TrainConfig
@@ -97,16 +97,18 @@ def check_override_keys(overrides: list[Override], config_dir: str) -> None:
         check_key(key)
 
 
-def check_config_keys(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") -> None:
-    """Every key of a composed config exists in the schema (below its open nodes: anything)."""
+def check_config_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Every key of a composed config exists in the dataclass its node is typed by (the node's
+    own type, so a group whose options carry schemas of their own is checked by each); nodes no
+    dataclass types (model, optimizer, the `extra` dicts, ...) are open."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return
     fields = _fields(schema)
-    for name in cfg:
+    # unresolved: a leaf may be ${hydra:...}, which only a Hydra job can resolve
+    for name, value in cfg.items_ex(resolve=False):
         key = f"{prefix}{name}"
         if name not in fields:
             raise ConfigError(unknown_key_message(key, list(fields)))
-        nested = _schema_node(fields[name])
-        if nested is None:
-            continue  # a leaf, or an open node; its value is not read (it may be ${hydra:...})
-        value = cfg.get(name)
         if isinstance(value, DictConfig):
-            check_config_keys(value, nested, key + ".")
+            check_config_keys(value, key + ".")

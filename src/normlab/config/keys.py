@@ -2,8 +2,8 @@
 line naming the closest real one.
 
 Hydra's `+key=value` adds a key with OmegaConf's `force_add`, which opens even a node typed by
-a dataclass: `+norm.num_group=5` used to compose, be written into config.yaml and change
-nothing. Here every dataclass node of the schema (TrainConfig and the dataclasses it holds) is
+a dataclass: left alone, `+norm.num_group=5` would compose, be written into config.yaml and
+change nothing. Here every dataclass node of the schema (TrainConfig and the dataclasses it holds) is
 closed. The open places are the nodes the schema types `Any` or `dict`: `model` (a network's
 own arguments, checked against its constructor or its `config_schema`), `optimizer`,
 `scheduler.schedule`, `init.weight` / `init.bias` (each built on a throwaway tensor),

@@ -62,8 +62,12 @@ MAX_CELL_NAME_BYTES = 200
 def swept_keys(overrides: list[str]) -> list[str]:
     """The keys a command line sweeps (`seed=0,1,2`, `optimizer.lr=range(...)`), Hydra's aside."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports it, in its own words
+        return []
     return [o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
 
 

@@ -3,11 +3,11 @@ line naming the closest real one.
 
 Hydra's `+key=value` adds a key with OmegaConf's `force_add`, which opens even a node typed by
 a dataclass: left alone, `+norm.num_group=5` would compose, be written into config.yaml and
-change nothing. Here every dataclass node of the schema (TrainConfig and the dataclasses it holds) is
-closed. The open places are the nodes the schema types `Any` or `dict`: `model` (a network's
-own arguments, checked against its constructor or its `config_schema`), `optimizer`,
-`scheduler.schedule`, `init.weight` / `init.bias` (each built on a throwaway tensor),
-`logger.extra` / `callbacks.extra` (checked against their classes) and `search`.
+change nothing. Here every dataclass node of the schema (TrainConfig and the dataclasses it
+holds) is closed. The open places are the nodes the schema types `Any` or `dict`: `model` (a
+network's own arguments, checked against its constructor or its `config_schema`),
+`optimizer`, `scheduler.schedule`, `init.weight` / `init.bias` (each built on a throwaway
+tensor), `logger.extra` / `callbacks.extra` (checked against their classes) and `search`.
 
 Two checks, one rule: `check_override_keys` on the command line before Hydra composes (Hydra
 would suggest the very `+key` that slips through, or crash on a key below a null node), and

@@ -105,8 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     work = args.work or Path(tempfile.mkdtemp(prefix="normlab-gpu-check-"))
     summary = Summary(args.json or work / "gpu_check.json", {"work": str(work), "checks": []})
-    arm_deadline(summary, args.deadline_s)
+    deadline = arm_deadline(summary, args.deadline_s)
+    try:
+        return run_checks(args, work, summary)
+    finally:
+        deadline.cancel()  # called in-process (tests), the deadline ends with the checks
 
+
+def run_checks(args: argparse.Namespace, work: Path, summary: Summary) -> int:
+    """The machine's verdict, then every check `args.only` picks; the exit code."""
     from normlab.gpu_check.checks import CHECKS
     from normlab.gpu_check.machine import device_to_check, listed_gpus, versions
     from normlab.gpu_check.runs import Runner

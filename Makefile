@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch. Skipped when the venv already has a torch (e.g. your CUDA build):
 # create $(VENV) with it first, or run `make install TORCH=` to install nothing for torch.
 TORCH ?= torch==2.13.0
+# the environment alone (the GPU check needs no download), then the environment + Fashion-MNIST
+ENV_STAMP := $(VENV)/.normlab-environment
 STAMP := $(VENV)/.normlab-installed
 ARGS ?=
 
@@ -16,13 +18,16 @@ ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(ENV_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@if $(PY) -c 'import torch' 2>/dev/null; then \
 		echo "keeping the installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
 	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+$(STAMP): $(ENV_STAMP)
 	$(PY) -m normlab.data.fetch fashion_mnist
 	@touch $@
 
@@ -54,8 +59,8 @@ test: $(STAMP) ## lint, then the test suite (fast tests; slow ones: make test-al
 test-all: $(STAMP) ## every test, including the slow science checks
 	$(PY) -m pytest -q -m ''
 
-gpu-check: $(STAMP) ## the GPU paths on this machine's GPUs, one PASS/FAIL/SKIP line each (< 10 min)
-	PY=$(PY) bash scripts/gpu_check.sh
+gpu-check: $(ENV_STAMP) ## the GPU paths on this GPU, each a number vs a reference (< 10 min, no download)
+	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check src tests
@@ -66,5 +71,5 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix src tests
 
 clean: ## caches and the install stamp (outputs/, data/ and .venv are kept)
-	rm -rf .pytest_cache .ruff_cache build src/*.egg-info $(STAMP)
+	rm -rf .pytest_cache .ruff_cache build src/*.egg-info $(STAMP) $(ENV_STAMP)
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

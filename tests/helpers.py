@@ -66,6 +66,41 @@ INVALID = [
     (["model=custom", "model._target_=collections.OrderedDict"], "not an nn.Module"),
     (["model=resnet_small", "regularizer=[dropout]"], "regularizer=dropout"),
     (["model=mlp", "model.depth=abc"], "model.depth"),
+    # a key a schema does not have, whether added with + (Hydra's advice) or not
+    (
+        ["norm=group", "+norm.num_group=5"],
+        "norm.num_group: no such key; did you mean norm.num_groups?",
+    ),
+    (
+        ["norm=group", "norm.num_group=5"],
+        "norm.num_group: no such key; did you mean norm.num_groups?",
+    ),
+    (["+activation._target_=torch.nn.SiLU"], "activation._target_: no such key"),
+    (["+data.batchsize=30"], "did you mean data.batch_size?"),
+    (
+        ["+regularizer.l2.strength=0.1"],
+        "regularizer.l2 is null here (off); turn it on first with regularizer=[l2]",
+    ),
+    # Trainer arguments normlab replaces
+    (
+        ["+trainer.gradient_clip_val=1.0"],
+        "trainer.gradient_clip_val: normlab sets this Trainer argument itself; "
+        "use regularizer=grad_clip",
+    ),
+    (["+trainer.gradient_clip_algorithm=value"], "regularizer.grad_clip.algorithm"),
+    (["+trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches: normlab sets"),
+    # a schedule the configured optimizer cannot drive (OneCycleLR needs momentum or betas)
+    (
+        [
+            "optimizer._target_=torch.optim.Adagrad",
+            "+scheduler.schedule._target_=torch.optim.lr_scheduler.OneCycleLR",
+            "+scheduler.schedule._partial_=true",
+            "+scheduler.schedule.max_lr=0.1",
+            "+scheduler.schedule.total_steps=100",
+        ],
+        "with optimizer (torch.optim.Adagrad)",
+    ),
+    (["trainer.max_steps=200"], "trainer.val_check_interval=500 exceeds trainer.max_steps=200"),
 ]
 
 

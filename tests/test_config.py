@@ -156,3 +156,53 @@ def test_readme_option_table_matches_conf():
         assert row is not None, f"README lacks a table row for {group}"
         listed = {cell.strip(" `") for cell in row.split("|")[3].split(",")}
         assert listed == set(options(group)), group
+
+
+def test_a_key_added_after_composition_is_refused_before_training(compose_cfg):
+    """What reaches training without the command line's precheck (a sweeper's parameters, a
+    config edited in code) is checked too: a closed node keeps its keys."""
+    cfg = compose_cfg(*TINY)
+    OmegaConf.update(cfg, "norm.num_group", 5, force_add=True)  # what Hydra's + does
+    with pytest.raises(ConfigError, match=r"^norm\.num_group: no such key; did you mean"):
+        validate(cfg)
+    cfg = compose_cfg(*TINY, "+model.dropout_rate=0.1", "model=custom", "model._target_=x.Net")
+    assert "dropout_rate" in cfg.model  # model is open: its keys are the network's arguments
+
+
+needs_no_gpu = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a GPU"
+)
+
+
+@needs_no_gpu
+@pytest.mark.parametrize(
+    "overrides",
+    [["trainer=gpu"], ["trainer=ddp"], ["experiment=bn_sigmoid_vs_relu", "trainer=gpu"]],
+)
+def test_an_explicit_gpu_request_without_a_gpu_fails_in_one_line(overrides, tmp_path):
+    where = f"paths.output_dir={tmp_path}"
+    for multirun in (False, True):
+        with pytest.raises(ConfigError) as caught:
+            compose_checked(str(CONFIG_DIR), "train", [*overrides, where], multirun=multirun)
+        assert str(caught.value).startswith("trainer.accelerator=gpu: no usable GPU here (torch ")
+
+
+@needs_no_gpu
+def test_a_sweep_submitted_to_slurm_is_not_checked_for_this_machines_gpus(tmp_path):
+    where = f"paths.output_dir={tmp_path}"
+    for launcher in ("slurm", "stacked_slurm"):
+        overrides = [f"hydra/launcher={launcher}", "trainer=gpu", where]
+        compose_checked(str(CONFIG_DIR), "train", overrides, multirun=True)
+
+
+def test_presets_take_a_gpu_where_there_is_one_and_keep_an_explicit_trainer(compose_cfg):
+    preset = "experiment=bn_sigmoid_vs_relu"
+    assert compose_cfg(preset).trainer.accelerator == "auto"
+    assert compose_cfg(preset, "trainer=gpu").trainer.accelerator == "gpu"
+    assert compose_cfg(preset, "trainer=cpu").trainer.accelerator == "cpu"
+
+
+def test_a_run_validating_at_its_last_step_is_accepted(compose_cfg):
+    validate(compose_cfg(*TINY, "trainer.max_steps=200", "trainer.val_check_interval=200"))
+    with pytest.raises(ConfigError, match=r"set trainer\.val_check_interval<=199$"):
+        validate(compose_cfg(*TINY, "trainer.max_steps=199", "trainer.val_check_interval=200"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -94,3 +95,33 @@ def test_child_device_ids_follow_the_parents_visible_devices(monkeypatch):
     assert visible_gpu_ids(2) == ["2", "3"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert visible_gpu_ids(3) == ["0", "1", "2"]
+
+
+def test_the_device_is_described_from_the_configured_accelerator_without_starting_cuda(
+    monkeypatch,
+):
+    """A CPU run on a machine with a GPU names the CPU and never starts CUDA (naming a GPU
+    does): in a gloo DDP run, rank 0 alone used to start it for provenance.json."""
+    import torch
+
+    from normlab.utils.provenance import device_description
+
+    started = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: started.append(i) or "Fake GPU")
+    assert device_description("cpu").startswith("cpu: ")
+    assert started == []
+    assert device_description("gpu") == "cuda: Fake GPU x2"
+    assert device_description("auto") == "cuda: Fake GPU x2"  # Lightning's auto takes the GPU
+
+
+def test_nccl_errors_abort_the_communicator_without_ending_the_process(monkeypatch):
+    from normlab.utils.ranks import NCCL_ERROR_HANDLING_ENV, set_nccl_error_handling
+
+    monkeypatch.delenv(NCCL_ERROR_HANDLING_ENV, raising=False)
+    set_nccl_error_handling()
+    assert os.environ[NCCL_ERROR_HANDLING_ENV] == "2"  # torch's default 3 ends the process
+    monkeypatch.setenv(NCCL_ERROR_HANDLING_ENV, "1")
+    set_nccl_error_handling()
+    assert os.environ[NCCL_ERROR_HANDLING_ENV] == "1"  # the user's choice stands

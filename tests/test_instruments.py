@@ -180,7 +180,7 @@ def test_batch_norm_centres_the_last_hidden_layers_inputs(run_training, tmp_path
         "init=normal",
         "optimizer=momentum",
         "trainer.max_steps=401",
-        "trainer.val_check_interval=1000",
+        "trainer.val_check_interval=401",
         "data.test_size=1000",
         "callbacks=instruments",
         "threads=1",

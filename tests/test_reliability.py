@@ -231,8 +231,95 @@ def test_path_overrides_leave_one_flat_folder_per_cell(cli_env, tmp_path):
 
 def test_a_slash_in_a_cell_name_is_escaped():
     register_resolvers()
-    name = OmegaConf.create({"dirname": "data=a/b,seed=0", "n": "${path_safe:${dirname}}"}).n
+    cell = {"dirname": "data=a/b,seed=0", "task": ["data=a/b", "seed=0"], "params": None}
+    name = OmegaConf.create({**cell, "n": "${cell_folder:${dirname},${task},${params}}"}).n
     assert name == "data=a%2Fb,seed=0"
+
+
+# 14 result-changing overrides besides the swept seed: ~330 bytes as one folder name, over
+# the 255 bytes a file name may hold (the sweep used to fail with "File name too long")
+LONG_COMMAND_LINE = [
+    "data.num_samples=1200",
+    "data.num_features=24",
+    "data.num_classes=4",
+    "data.val_size=200",
+    "data.eval_batch_size=200",
+    "data.split_seed=3",
+    "model.width=32",
+    "model.depth=2",
+    "norm.momentum=0.2",
+    "norm.eps=0.0001",
+    "activation=relu",
+    "optimizer.lr=0.05",
+    "trainer.log_every_n_steps=5",
+    "norm.placement=after_activation",
+]
+
+
+def test_a_long_command_line_keeps_cell_folder_names_short_and_stable(cli_env, tmp_path):
+    args = ["-m", *TINY, *LONG_COMMAND_LINE, "seed=0,1", "name=long_check"]
+    assert len(",".join(sorted(LONG_COMMAND_LINE)).encode()) > 255
+    first = normlab("normlab.train", *args, env=cli_env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    found = cells(tmp_path / "outputs" / "multirun" / "long_check")
+    assert len(found) == 2
+    for name, cell in found.items():
+        assert len(name.encode()) <= 200, name
+        seed = json.loads((cell / "result.json").read_text())["seed"]
+        assert name.startswith(f"seed={seed}--"), name  # the swept key, then a hash of them all
+        # the full overrides stay with the cell
+        assert set(LONG_COMMAND_LINE) < set(OmegaConf.load(cell / ".hydra" / "overrides.yaml"))
+    again = normlab("normlab.train", *args, env=cli_env)  # the same command finds its cells
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert cells(tmp_path / "outputs" / "multirun" / "long_check").keys() == found.keys()
+    log = again.stdout + again.stderr
+    assert log.count("already completed, skipped") == 2, log
+
+
+def test_a_cell_folder_name_is_its_overrides_when_they_fit_else_the_swept_ones_and_a_hash(
+    monkeypatch,
+):
+    from normlab.sweep import SWEPT_KEYS_ENV, cell_folder_name
+
+    short = ["norm=batch", "seed=0"]
+    assert cell_folder_name("norm=batch,seed=0", short, []) == "norm=batch,seed=0"
+    long = [f"data.root=/a/{'x' * 250}", "seed=3", "threads=1"]
+    dirname = ",".join(long[:2])
+    monkeypatch.delenv(SWEPT_KEYS_ENV, raising=False)
+    unnamed = cell_folder_name(dirname, long, [])
+    assert unnamed.startswith("cell--") and len(unnamed.encode()) <= 200
+    by_sweeper = cell_folder_name(dirname, long, ["seed"])  # a preset's hydra.sweeper.params
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "seed,threads")  # threads changes no result: not named
+    by_command_line = cell_folder_name(dirname, long, [])
+    assert by_sweeper == by_command_line == f"seed=3--{unnamed.removeprefix('cell--')}"
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "data.root,seed")  # the swept part itself too long: cut
+    cut = cell_folder_name(dirname, long, [])
+    assert len(cut.encode()) <= 200 and cut.endswith(unnamed.removeprefix("cell"))
+    assert cell_folder_name(dirname.replace("3", "4"), long, []) != cut  # other overrides
+
+
+def test_a_second_run_in_a_folder_in_use_refuses_in_one_line(cli_env, tmp_path):
+    from normlab.sweep import CellLock
+
+    run_dir = tmp_path / "shared"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("epoch,step,train/loss\n0,0,2.3\n")
+    first = CellLock(run_dir)  # a run in progress in this folder: this process holds its lease
+    assert first.acquire()
+    try:
+        done = normlab("normlab.train", *TINY, f"hydra.run.dir={run_dir}", env=cli_env)
+    finally:
+        first.release()
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"normlab: config error: hydra.run.dir={run_dir}: another normlab run is using this "
+        f"folder (pid {os.getpid()} on "
+    ), lines[0]
+    # the first run's files are untouched: no metrics written over, no result recorded
+    assert (run_dir / "metrics.csv").read_text() == "epoch,step,train/loss\n0,0,2.3\n"
+    assert not (run_dir / "result.json").exists()
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(cli_env, tmp_path):

@@ -175,7 +175,9 @@ def _write_run_folders(cfgs, run_dirs, stack_dir: Path, seeds: Sequence[RunSeeds
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         stack = {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
         seeds_record = {"seed": cfg.seed, "init": seed.init, "data": seed.data}
-        write_provenance(run_dir, REPO_DIR, threads, seeds_record, stack)
+        write_provenance(
+            run_dir, REPO_DIR, threads, seeds_record, stack, accelerator=cfg.trainer.accelerator
+        )
 
 
 def _build_module(cfgs, seeds: Sequence[RunSeeds], datamodule, resolved) -> ClassifierModule:

@@ -52,6 +52,57 @@ def cell_name_excludes(overrides: list[str]) -> list[str]:
     return [*SWEEP_NAMING_KEYS, *dict.fromkeys(key for key in keys if is_result_neutral(key))]
 
 
+SWEPT_KEYS_ENV = "NORMLAB_SWEPT_KEYS"
+# a cell folder's name stays under the 255-byte limit of a file name on Linux file systems, with
+# room for tools that add to it (rsync's temporary copy is .<name>.XXXXXX)
+MAX_CELL_NAME_BYTES = 200
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a command line sweeps (`seed=0,1,2`, `optimizer.lr=range(...)`), Hydra's aside."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports it, in its own words
+        return []
+    return [o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+
+
+def _path_safe(text: str) -> str:
+    return text.replace("/", "%2F")
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes, at an override boundary where there is one."""
+    if len(text.encode()) <= limit:
+        return text
+    kept = text.encode()[:limit].decode(errors="ignore")
+    return kept.rsplit(",", 1)[0] if "," in kept else kept
+
+
+def cell_folder_name(override_dirname: str, overrides: list[str], sweeper_keys: list[str]) -> str:
+    """A sweep cell's folder name: its result-changing overrides (Hydra's override_dirname, "/"
+    written %2F) when that fits MAX_CELL_NAME_BYTES; else only the swept ones (the command
+    line's, $NORMLAB_SWEPT_KEYS, and the sweeper's `params`) and a hash of them all. The same
+    overrides give the same name, so a re-run finds its cells; .hydra/overrides.yaml and
+    config.yaml keep the full overrides."""
+    full = _path_safe(override_dirname)
+    if len(full.encode()) <= MAX_CELL_NAME_BYTES:
+        return full
+    swept = set(sweeper_keys) | set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
+    excluded = set(cell_name_excludes(overrides))
+    kept = sorted(
+        o
+        for o in overrides
+        if (key := o.split("=", 1)[0].lstrip("+~")) in swept and key not in excluded
+    )
+    suffix = "--" + hashlib.sha256(full.encode()).hexdigest()[:10]
+    named = _cut(_path_safe(",".join(kept)), MAX_CELL_NAME_BYTES - len(suffix))
+    return f"{named or 'cell'}{suffix}"
+
+
 def sweep_key(overrides: list[str]) -> str:
     """A short, stable name for a sweep's command line (order of overrides ignored)."""
     relevant = sorted(o for o in overrides if not is_result_neutral(o.split("=", 1)[0]))
@@ -202,6 +253,11 @@ class CellLock:
         return owner.get("host") == socket.gethostname() and not _pid_alive(
             int(owner.get("pid", 0))
         )
+
+    def holder(self) -> str:
+        """Who holds the lock, in words (pid and host)."""
+        owner = self._owner() or {}
+        return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.lease_s / 4):

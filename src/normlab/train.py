@@ -21,8 +21,18 @@ from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR
-from normlab.sweep import SWEEP_KEY_ENV, cell_score, record_failure, run_cell, sweep_key
+from normlab.sweep import (
+    SWEEP_KEY_ENV,
+    SWEPT_KEYS_ENV,
+    CellLock,
+    cell_score,
+    record_failure,
+    run_cell,
+    sweep_key,
+    swept_keys,
+)
 from normlab.utils.process_exit import freeze_heap_for_exit
+from normlab.utils.ranks import is_global_zero, set_nccl_error_handling
 from normlab.utils.slurm import slurm_run_overrides
 
 log = logging.getLogger("normlab")
@@ -67,12 +77,24 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from normlab.data.errors import DataError
     from normlab.pipeline import train
 
+    # the lease sweep cells use: a second run started in this folder would write the same
+    # metrics.csv (Lightning's CSV writer crashes on it) and checkpoint
+    lock = CellLock(run_dir) if is_global_zero(cfg.trainer) else None
+    if lock is not None and not lock.acquire():
+        fail(
+            "config",
+            f"hydra.run.dir={run_dir}: another normlab run is using this folder "
+            f"({lock.holder()}); wait for it to end or pick another hydra.run.dir",
+        )
     try:
         result = train(cfg, run_dir)
     except (ConfigError, DataError) as exc:
         kind = "config" if isinstance(exc, ConfigError) else "data"
         record_failure(run_dir, f"{kind}: {exc}")
         fail(kind, str(exc))
+    finally:
+        if lock is not None:
+            lock.release()
     if result["status"] != "completed":
         # diverged: exit 3; preempted (SIGTERM, e.g. SLURM): 143 like a terminated process
         print(
@@ -92,12 +114,15 @@ def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
     args = sys.argv[1:]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    if {"-m", "--multirun"}.intersection(args):
+    multirun = bool({"-m", "--multirun"}.intersection(args))
+    set_nccl_error_handling()
+    if multirun:
         # the same command line finds the same sweep folder again (resume, skip finished cells)
         os.environ.setdefault(SWEEP_KEY_ENV, sweep_key(overrides))
+        os.environ.setdefault(SWEPT_KEYS_ENV, ",".join(swept_keys(overrides)))
     if not _HYDRA_FLAGS_SKIPPING_PRECHECK.intersection(args):
         try:
-            compose_checked(str(CONFIG_DIR), "train", overrides)
+            compose_checked(str(CONFIG_DIR), "train", overrides, multirun=multirun)
         except ConfigError as exc:
             fail("config", str(exc))
     sys.argv += slurm_run_overrides(args)  # the SLURM tasks of one run share its folder

@@ -15,10 +15,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from normlab.config.errors import ConfigError
+from normlab.config.keys import check_override_keys
 from normlab.config.validate import validate
 
 _NOISE = ("Config search path", "provider=", "reference_type=", "object_type=", "full_key:")
@@ -129,19 +130,63 @@ def check_environment() -> None:
         raise ConfigError(str(exc)) from None
 
 
-def compose_checked(config_dir: str, config_name: str, overrides: list[str]) -> DictConfig:
+def runs_elsewhere(launcher: DictConfig) -> bool:
+    """Whether a sweep's launcher runs the cells on other machines (SLURM), whose devices this
+    machine cannot check."""
+    return "SlurmLauncher" in str(launcher.get("_target_")) or launcher.get("backend") == "slurm"
+
+
+def _turn_on_hint(parent: str) -> str:
+    """How to turn on the null node `parent` (a regularizer, the instruments, W&B, ...)."""
+    group, _, option = parent.partition(".")
+    if group == "regularizer":
+        return f"regularizer=[{option}] (added to the list you use)"
+    return "its option, e.g. callbacks=instruments, callbacks=landscape, logger=wandb"
+
+
+def _below_null(config_name: str, cell: list[str]) -> str:
+    """One line for a key set below a node that is null in the composed config (`+a.b.c=v`,
+    or `a.b.c=v`, with `a.b` off): Hydra fails on it with a bare AssertionError."""
+    parsed = OverridesParser.create().parse_overrides(cell)
+    keyed = [o for o in parsed if "." in o.key_or_group and not o.is_hydra_override()]
+    cfg = compose(config_name, overrides=[o.input_line for o in parsed if o not in keyed])
+    for override in keyed:
+        key = override.key_or_group
+        parent = key.rpartition(".")[0]
+        if OmegaConf.select(cfg, parent) is None:
+            return (
+                f"{override.input_line}: {parent} is null here (off); turn it on first with "
+                f"{_turn_on_hint(parent)}, then set {key}=<value>"
+            )
+    return f"{' '.join(o.input_line for o in keyed)}: a key set below a null node"
+
+
+def compose_checked(
+    config_dir: str, config_name: str, overrides: list[str], *, multirun: bool = False
+) -> DictConfig:
     """Compose and validate, raising ConfigError with one line on any mistake. Then make sure
-    the output folder is usable (last: a config mistake creates no folder)."""
+    the output folder is usable (last: a config mistake creates no folder). A `multirun` is
+    checked on its first cell, and on this machine's devices unless its launcher runs the
+    cells elsewhere."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         check_hydra_not_swept(parsed)
         check_group_lists(parsed, config_dir)
+        check_override_keys(parsed, config_dir)
         cell = first_cell(overrides, keep_hydra=True)
         with initialize_config_dir(config_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=cell)
+            try:
+                cfg = compose(config_name, overrides=cell, return_hydra_config=multirun)
+            except AssertionError:
+                raise ConfigError(_below_null(config_name, cell)) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(explain(exc)) from None
-    validate(cfg)
+    devices_here = True
+    if multirun:
+        devices_here = not runs_elsewhere(cfg.hydra.launcher)
+        with open_dict(cfg):
+            cfg.pop("hydra")
+    validate(cfg, devices_here=devices_here)
     check_environment()
     try:
         output_dir = cfg.paths.output_dir

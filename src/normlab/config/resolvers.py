@@ -7,7 +7,7 @@ import secrets
 from omegaconf import OmegaConf
 
 from normlab.paths import REPO_DIR
-from normlab.sweep import cell_name_excludes
+from normlab.sweep import cell_folder_name, cell_name_excludes
 
 
 def register_resolvers() -> None:
@@ -15,15 +15,23 @@ def register_resolvers() -> None:
     sweep cache) agrees; it keeps run folders started in the same second apart.
     `${repo_root:}`: the checkout's root, the default home of data/ and outputs/.
     `${one_minus:x}`: 1 - x, e.g. a momentum searched as its log-uniform gap to 1.
-    `${path_safe:s}`: s with "/" written as %2F, so a sweep cell's folder name stays one folder.
     `${cell_name_excludes:${hydra.overrides.task}}`: the keys a cell's folder name leaves out
-    (normlab.sweep.RESULT_NEUTRAL_KEYS, plus the sweep's own name)."""
+    (normlab.sweep.RESULT_NEUTRAL_KEYS, plus the sweep's own name).
+    `${cell_folder:${hydra.job.override_dirname},${hydra.overrides.task},<sweeper params>}`: a
+    cell's folder name, within the file-name limit whatever the command line
+    (normlab.sweep.cell_folder_name)."""
     OmegaConf.register_new_resolver(
         "uid", lambda: secrets.token_hex(3), use_cache=True, replace=True
     )
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_DIR), replace=True)
     OmegaConf.register_new_resolver("one_minus", lambda x: 1.0 - float(x), replace=True)
-    OmegaConf.register_new_resolver("path_safe", lambda s: str(s).replace("/", "%2F"), replace=True)
+    OmegaConf.register_new_resolver(
+        "cell_folder",
+        lambda dirname, overrides, params: cell_folder_name(
+            str(dirname), list(overrides), [str(key) for key in (params or {})]
+        ),
+        replace=True,
+    )
     OmegaConf.register_new_resolver(
         "cell_name_excludes", lambda overrides: cell_name_excludes(list(overrides)), replace=True
     )

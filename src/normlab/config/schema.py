@@ -1,7 +1,8 @@
 """Dataclass schemas for every config group.
 
 Registered in Hydra's ConfigStore as the first entry of `conf/train.yaml`'s defaults list,
-so OmegaConf rejects a wrong type or an unknown key at composition time, naming the key.
+so OmegaConf rejects a wrong type or an unknown key at composition time, naming the key; a key
+added with Hydra's `+` gets past OmegaConf and is refused by `normlab.config.keys`.
 Numeric ranges live in each field's metadata (`ge`, `gt`, `lt`, `le`) and are enforced by
 `normlab.config.validate` before anything is built.
 """

@@ -13,9 +13,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from normlab.config.devices import check_devices_present
 from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
+from normlab.config.keys import check_config_keys
 from normlab.config.schema import TrainConfig
 from normlab.utils.ranks import per_device_batch
 from normlab.utils.wandb_run import wandb_mode
@@ -93,19 +95,21 @@ def check_optimizer(optimizer_cfg: DictConfig) -> None:
 
 
 def check_scheduler(cfg: DictConfig) -> None:
-    """The schedule builds on a real optimizer."""
+    """The schedule builds on the configured optimizer (OneCycleLR, for one, needs an optimizer
+    with momentum or betas), built on a throwaway parameter."""
     schedule = cfg.scheduler.schedule
     if schedule is None:
         return
+    optimizer = instantiate(cfg.optimizer)([_dummy_parameter()])
     try:
-        optimizer = torch.optim.SGD([_dummy_parameter()], lr=0.1)
         scheduler = instantiate(schedule)(optimizer)
         for _ in range(10):  # some schedules only use (and so only reject) arguments later on
             optimizer.step()  # no gradients: a no-op that keeps the scheduler's order check quiet
             scheduler.step()
     except Exception as exc:
         raise ConfigError(
-            f"scheduler.schedule ({schedule.get('_target_')}): {_reason(exc)}"
+            f"scheduler.schedule ({schedule.get('_target_')}) with optimizer "
+            f"({cfg.optimizer.get('_target_')}): {_reason(exc)}"
         ) from None
 
 
@@ -173,15 +177,30 @@ def check_precision(trainer: DictConfig) -> None:
         )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Run every check; the first failure raises ConfigError."""
+def check_validation_cadence(trainer: DictConfig) -> None:
+    """A run of trainer.max_steps steps validates at least once (val/acc_best is its result)."""
+    steps, every = trainer.max_steps, trainer.val_check_interval
+    if trainer.check_val_every_n_epoch is None and 0 < steps < every:
+        raise ConfigError(
+            f"trainer.val_check_interval={every} exceeds trainer.max_steps={steps}: the run "
+            f"would never validate; set trainer.val_check_interval<={steps}"
+        )
+
+
+def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
+    """Run every check; the first failure raises ConfigError. `devices_here=False` leaves out
+    whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""
     from normlab.models.build import check_network
 
+    check_config_keys(cfg)
     check_bounds(cfg)
     check_network(cfg)
     check_norm(cfg)
     check_distributed(cfg)
+    if devices_here:
+        check_devices_present(cfg.trainer)
     check_precision(cfg.trainer)
+    check_validation_cadence(cfg.trainer)
     check_optimizer(cfg.optimizer)
     check_scheduler(cfg)
     check_init(cfg.init)

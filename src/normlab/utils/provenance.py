@@ -49,9 +49,17 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def device_description() -> str:
-    """The accelerator (GPU name) or the CPU."""
-    if torch.cuda.is_available():
+# trainer.accelerator values that train on a CUDA device when it has one ("auto" takes one
+# where there is one, as Lightning does)
+_CUDA_ACCELERATORS = ("gpu", "cuda", "auto")
+
+
+def device_description(accelerator: str) -> str:
+    """The device a run on `accelerator` (trainer.accelerator) trains on: the GPU's name, or
+    the CPU's. Read from the configuration, not from what this process touched: naming a GPU
+    starts CUDA, which a CPU run must not do (in a gloo DDP run, rank 0 alone would have CUDA
+    started, and the ranks' saved random states would differ in kind)."""
+    if str(accelerator) in _CUDA_ACCELERATORS and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     return f"cpu: {platform.processor() or platform.machine()}"
 
@@ -62,9 +70,12 @@ def write_provenance(
     threads: int,
     seeds: dict[str, int],
     stack: dict | None = None,
+    *,
+    accelerator: str,
 ) -> dict:
     """Write provenance.json (and git_diff.patch when the tree is dirty); return the record.
-    `stack`: the stack a member trained in (its folder, size, this member's index)."""
+    `stack`: the stack a member trained in (its folder, size, this member's index);
+    `accelerator`: trainer.accelerator, the device the run trains on."""
     commit = _git(repo_dir, "rev-parse", "HEAD")
     status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
     dirty = bool(status and status.strip())
@@ -76,7 +87,7 @@ def write_provenance(
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "python": sys.version.split()[0],
         "packages": package_versions(),
-        "device": device_description(),
+        "device": device_description(accelerator),
         # the vector kernels torch dispatches to on this CPU (DEFAULT, AVX2, AVX512, ...):
         # other kernels may round differently, so compare runs to the digit only between runs
         # with the same kernels

@@ -68,3 +68,17 @@ def launch_rank(trainer_cfg) -> int:
 def is_global_zero(trainer_cfg) -> bool:
     """Whether this process keeps the run's books (run folder, result.json, sweep cell state)."""
     return launch_rank(trainer_cfg) == 0
+
+
+NCCL_ERROR_HANDLING_ENV = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
+# 2 (CleanUpOnly): when a collective fails or times out, torch's NCCL watchdog aborts the
+# communicators and the error reaches the training loop, which fails the run (a sweep records
+# the cell and goes on). torch's default, 3, ends the whole process from the watchdog thread:
+# rank 0 of a sweep cell is the sweep's own process, so the sweep would die with the cell.
+NCCL_ERROR_HANDLING = "2"
+
+
+def set_nccl_error_handling() -> None:
+    """Set TORCH_NCCL_ASYNC_ERROR_HANDLING for this process and the ranks it starts, unless
+    the user set it (docs/distributed.md, "When a rank dies")."""
+    os.environ.setdefault(NCCL_ERROR_HANDLING_ENV, NCCL_ERROR_HANDLING)

@@ -20,7 +20,7 @@ from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
-from normlab.paths import CONFIG_DIR
+from normlab.paths import CONFIG_DIR, CONFIG_SEARCH_PATH
 from normlab.sweep import SWEEP_KEY_ENV, cell_score, record_failure, run_cell, sweep_key
 from normlab.utils.process_exit import freeze_heap_for_exit
 from normlab.utils.slurm import slurm_run_overrides
@@ -45,10 +45,10 @@ _HYDRA_FLAGS_SKIPPING_PRECHECK = {
     "-cp",
     "--config-name",
     "-cn",
-    "--config-dir",
-    "-cd",
     "--experimental-rerun",
 }
+# a user's own config folder, searched after normlab's (Hydra's flag; the precheck reads it too)
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
 def fail(kind: str, message: str) -> None:
@@ -57,7 +57,7 @@ def fail(kind: str, message: str) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """One job: a single run, or one cell of a sweep."""
     hydra_cfg = HydraConfig.get()
@@ -88,16 +88,28 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return best
 
 
+def parse_command_line(args: list[str]) -> tuple[str | None, list[str]]:
+    """The `--config-dir` folder (None without one) and the overrides of a command line."""
+    config_dir, overrides, remaining = None, [], iter(args)
+    for arg in remaining:
+        flag, has_value, value = arg.partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            config_dir = value if has_value else next(remaining, None)
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return config_dir, overrides
+
+
 def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
     args = sys.argv[1:]
-    overrides = [arg for arg in args if not arg.startswith("-")]
+    user_config_dir, overrides = parse_command_line(args)
     if {"-m", "--multirun"}.intersection(args):
         # the same command line finds the same sweep folder again (resume, skip finished cells)
         os.environ.setdefault(SWEEP_KEY_ENV, sweep_key(overrides))
     if not _HYDRA_FLAGS_SKIPPING_PRECHECK.intersection(args):
         try:
-            compose_checked(str(CONFIG_DIR), "train", overrides)
+            compose_checked(str(CONFIG_DIR), "train", overrides, user_config_dir)
         except ConfigError as exc:
             fail("config", str(exc))
     sys.argv += slurm_run_overrides(args)  # the SLURM tasks of one run share its folder

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from normlab.paths import is_checkout
 from normlab.utils.files import write_json_atomic, write_text_atomic
 
 PACKAGES = (
@@ -65,8 +66,10 @@ def write_provenance(
 ) -> dict:
     """Write provenance.json (and git_diff.patch when the tree is dirty); return the record.
     `stack`: the stack a member trained in (its folder, size, this member's index)."""
-    commit = _git(repo_dir, "rev-parse", "HEAD")
-    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
+    # an installed wheel has no checkout: git must not report whatever repository holds it
+    checkout = is_checkout(repo_dir)
+    commit = _git(repo_dir, "rev-parse", "HEAD") if checkout else None
+    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no") if checkout else None
     dirty = bool(status and status.strip())
     if dirty:
         write_text_atomic(run_dir / "git_diff.patch", _git(repo_dir, "diff", "HEAD") or "")

@@ -50,7 +50,16 @@ def test_every_group_has_the_documented_options():
         "step",
         "cosine",
     }
-    assert set(options("data")) == {"fashion_mnist", "mnist", "digits", "mnist1d", "synthetic"}
+    assert set(options("data")) == {
+        "fashion_mnist",
+        "mnist",
+        "cifar10",
+        "cifar100",
+        "digits",
+        "mnist1d",
+        "synthetic",
+        "custom",
+    }
 
 
 def test_every_norm_activation_init_combination_composes_and_builds():

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
 from normlab.config.validate import validate
-from normlab.data.datamodule import ResidentDataModule
+from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
 from normlab.lit.module import Diverged
@@ -43,6 +43,7 @@ from normlab.utils.slurm import (
     set_aside_hpc_checkpoints,
 )
 from normlab.utils.threads import apply_thread_policy, threads_per_rank
+from normlab.utils.user_code import user_code
 
 log = logging.getLogger("normlab")
 
@@ -125,9 +126,10 @@ def train_members(
                 threads,
                 {"seed": cfg.seed, "init": seed.init, "data": seed.data},
                 stack,
+                user_code(cfg),
             )
 
-    datamodule = ResidentDataModule(
+    datamodule = build_datamodule(
         lead.data,
         Path(lead.paths.data_dir),
         [seed.data for seed in seeds],

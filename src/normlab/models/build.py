@@ -14,7 +14,7 @@ A network for normlab is any nn.Module class whose constructor takes, as keyword
   `dropconnect` (the drop probabilities of those regularizers). A config that asks for one the
   network does not take is refused with one line before training.
 
-normlab's own `mlp`, `cnn` and `resnet_small` are built this way, like any other.
+normlab's own `mlp`, `cnn`, `vgg` and `resnet_small` are built this way, like any other.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _SOURCES = {
     "dropconnect": "regularizer=dropconnect",
 }
 # networks the stacked launcher can batch as one (normlab.stack.network); others train solo
-STACKABLE = ("normlab.models.mlp.MLP", "normlab.models.cnn.CNN")
+STACKABLE = ("normlab.models.mlp.MLP", "normlab.models.cnn.CNN", "normlab.models.vgg.VGG")
 _GUIDE = 'docs/extending.md, "Your own network"'
 
 

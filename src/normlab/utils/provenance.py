@@ -63,9 +63,11 @@ def write_provenance(
     threads: int,
     seeds: dict[str, int],
     stack: dict | None = None,
+    user_code: dict | None = None,
 ) -> dict:
     """Write provenance.json (and git_diff.patch when the tree is dirty); return the record.
-    `stack`: the stack a member trained in (its folder, size, this member's index)."""
+    `stack`: the stack a member trained in (its folder, size, this member's index);
+    `user_code`: the user's own modules the run imports (normlab.utils.user_code)."""
     # an installed wheel has no checkout: git must not report whatever repository holds it
     checkout = is_checkout(repo_dir)
     commit = _git(repo_dir, "rev-parse", "HEAD") if checkout else None
@@ -88,6 +90,7 @@ def write_provenance(
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": seeds,
+        "user_code": user_code or {},
         **({"stack": stack} if stack is not None else {}),
     }
     write_json_atomic(run_dir / "provenance.json", record)

@@ -96,3 +96,28 @@ def test_installed_wheel_trains_from_any_folder_with_outputs_there(wheel, tmp_pa
     assert result["status"] == "completed" and result["steps"] == 20
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["git_commit"] is None  # no checkout: nothing to ask git about
+
+
+def test_outputs_default_to_the_working_directory_and_data_to_the_user_cache(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from normlab.paths import CONFIG_DIR
+
+    for name in ("NORMLAB_ROOT", "NORMLAB_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def paths(*overrides: str):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose("train", overrides=list(overrides)).paths
+
+    assert paths().output_dir == str(tmp_path / "outputs")
+    assert paths().data_dir == str(tmp_path / "cache" / "normlab")
+    assert paths("paths.output_dir=/elsewhere").output_dir == "/elsewhere"
+    monkeypatch.setenv("NORMLAB_ROOT", str(tmp_path / "scratch"))
+    assert paths().output_dir == str(tmp_path / "scratch" / "outputs")
+    assert paths().data_dir == str(tmp_path / "scratch" / "data")
+    monkeypatch.setenv("NORMLAB_DATA_DIR", str(tmp_path / "datasets"))
+    assert paths().data_dir == str(tmp_path / "datasets")
+    assert paths("paths.data_dir=/mine").data_dir == "/mine"

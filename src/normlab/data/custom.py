@@ -16,7 +16,6 @@ The result is kept for the process, so the precheck and the run it checks call t
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from normlab.config.errors import ConfigError
+from normlab.config.targets import import_target
 from normlab.data.sources import RawData
 
 SPLITS = ("train", "val", "test")
@@ -96,19 +96,9 @@ def _source(target: str, arguments: str, num_classes: int | None) -> RawData | A
 
 
 def _function(target: str, where: str):
-    module_name, _, name = target.rpartition(".")
-    if not module_name:
-        raise ConfigError(f"{where}: give the function's dotted path (package.module.function)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{where}: cannot import {module_name} ({exc}); is it installed or on PYTHONPATH?"
-        ) from None
-    function = getattr(module, name, None)
-    if function is None:
-        raise ConfigError(f"{where}: {module_name} has no attribute {name}")
+    function = import_target(where, target, "package.module.function")
     if not callable(function):
+        name = target.rpartition(".")[2]
         raise ConfigError(f"{where}: {name} is a {type(function).__name__}, not a function")
     return function
 

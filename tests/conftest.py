@@ -57,13 +57,14 @@ def run_training(compose_cfg, tmp_path):
 
 
 def cli_environment(root: Path) -> dict[str, str]:
-    """Environment for `python -m normlab.*` subprocesses: outputs under `root`, W&B offline."""
+    """Environment for `python -m normlab.*` subprocesses: outputs (and data) under `root`, W&B
+    offline; the tests' own modules (a user's network or data, tests/user_data.py) importable."""
     return dict(
         os.environ,
         NORMLAB_ROOT=str(root),
         WANDB_MODE="offline",
         WANDB_SILENT="true",
-        PYTHONPATH=str(REPO_DIR / "src"),
+        PYTHONPATH=os.pathsep.join([str(REPO_DIR / "src"), str(Path(__file__).parent)]),
     )
 
 

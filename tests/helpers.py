@@ -19,7 +19,7 @@ OUTSIDE_THE_PRECHECK = ("-", "hydra", "paths.")
 INVALID = [
     (["norm=nope"], "norm/nope"),
     (["activation=swish"], "activation/swish"),
-    (["data=cifar100"], "data/cifar100"),
+    (["data=imagenet"], "data/imagenet"),
     (["optimizer=lbfgs2"], "optimizer/lbfgs2"),
     (["regularizer=[l2,bogus]"], "regularizer/bogus"),
     (["norm.momentum=abc"], "norm.momentum"),
@@ -101,6 +101,22 @@ INVALID = [
         "with optimizer (torch.optim.Adagrad)",
     ),
     (["trainer.max_steps=200"], "trainer.val_check_interval=500 exceeds trainer.max_steps=200"),
+    (["data=custom"], "data._target_ is not set"),
+    (["data=custom", "data._target_=no_such_package.data.load"], "cannot import no_such_package"),
+    (["data=custom", "data._target_=math.pi"], "pi is a float, not a function"),
+    (["data=custom", "data._target_=collections.OrderedDict"], "returned OrderedDict; return a"),
+    (["data=custom", "data._target_=user_data.two_splits"], "returned 2 items"),
+    (["data=custom", "data._target_=user_data.tensors", "+data.kwargs.bogus=1"], "calling it"),
+    (["data=custom", "data._target_=user_data.iterable"], "train is a Stream, not a map-style"),
+    (["data=custom", "data._target_=user_data.shapes_differ"], "val examples have shape (11,)"),
+    (["data=custom", "data._target_=user_data.inconsistent_examples"], "train[3] has shape (5,)"),
+    (
+        ["data=custom", "data._target_=user_data.label_out_of_range", "data.num_classes=3"],
+        "test[5] has label 7, outside 0..2",
+    ),
+    (["data=custom", "data._target_=user_data.empty_val"], "the val split is empty"),
+    (["data=custom", "data._target_=user_data.float_labels"], "train[0] has label 2.0 (float)"),
+    (["data._target_=user_data.tensors"], "read only by data=custom"),
 ]
 
 

@@ -2,7 +2,6 @@
 
 import itertools
 import shutil
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -14,7 +13,7 @@ from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked, first_cell
 from normlab.config.validate import validate
 from normlab.models.build import build_model
-from normlab.paths import CONFIG_DIR
+from normlab.paths import CONFIG_DIR, REPO_DIR
 
 
 def test_every_group_has_the_documented_options():
@@ -50,7 +49,16 @@ def test_every_group_has_the_documented_options():
         "step",
         "cosine",
     }
-    assert set(options("data")) == {"fashion_mnist", "mnist", "digits", "mnist1d", "synthetic"}
+    assert set(options("data")) == {
+        "fashion_mnist",
+        "mnist",
+        "cifar10",
+        "cifar100",
+        "digits",
+        "mnist1d",
+        "synthetic",
+        "custom",
+    }
 
 
 def test_every_norm_activation_init_combination_composes_and_builds():
@@ -136,7 +144,7 @@ def test_missing_fashion_mnist_says_how_to_get_it(run_training, tmp_path):
 
 
 def test_readme_option_table_matches_conf():
-    readme = (Path(CONFIG_DIR).parent / "README.md").read_text()
+    readme = (REPO_DIR / "README.md").read_text()
     for group in (
         "data",
         "model",

@@ -1,10 +1,16 @@
-"""Data: IDX parsing, checksummed downloads from a local server, splits, preprocessing, batches."""
+"""Data: IDX parsing, checksummed downloads (MNIST, CIFAR) from a local server, splits,
+preprocessing, batches."""
 
 import gzip
 import hashlib
 import http.server
+import io
+import os
+import pickle
 import struct
+import tarfile
 import threading
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -13,6 +19,7 @@ import torch
 
 from normlab.config.schema import Preprocess
 from normlab.data.batches import ResidentBatches
+from normlab.data.cifar import CIFAR_DATASETS, load_cifar_dataset
 from normlab.data.download import download
 from normlab.data.errors import DataError
 from normlab.data.idx import read_idx
@@ -152,3 +159,111 @@ def test_ranks_split_each_global_batch():
     ]
     for batch, first, second in zip(whole, *halves, strict=True):
         assert torch.equal(batch, torch.cat([first, second]))
+
+
+def write_fake_cifar(folder, name="cifar10", per_file=8, seed=0) -> str:
+    """A small archive in the official format of `name` (python pickles of uint8 rows of 3072
+    and label lists, inside the official folder); returns its MD5."""
+    spec = CIFAR_DATASETS[name]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / spec.archive, "w:gz") as archive:
+        for member in (*spec.train_files, *spec.test_files, "batches.meta"):
+            batch = {
+                b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+                spec.label_key: rng.integers(0, spec.num_classes, per_file).tolist(),
+                b"batch_label": member.encode(),
+            }
+            payload = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"{spec.folder}/{member}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return hashlib.md5((folder / spec.archive).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_loader_downloads_the_archive_then_reads_it_in_place(
+    name, http_server, tmp_path, monkeypatch
+):
+    base, served = http_server
+    md5 = write_fake_cifar(served, name)
+    spec = CIFAR_DATASETS[name]
+    monkeypatch.setitem(CIFAR_DATASETS, name, replace(spec, md5=md5, mirrors=(base,)))
+    raw = load_cifar_dataset(name, None, tmp_path / "data", download_ok=True)
+    train_files = len(spec.train_files)
+    assert raw.x_pool.shape == (8 * train_files, 3, 32, 32) and raw.x_test.shape == (8, 3, 32, 32)
+    assert raw.x_pool.dtype == np.uint8 and raw.num_classes == spec.num_classes
+    archive = tmp_path / "data" / name / spec.archive
+    assert archive.read_bytes() == (served / spec.archive).read_bytes()
+    (served / spec.archive).unlink()  # a second load reads the cached archive, no download
+    again = load_cifar_dataset(name, None, tmp_path / "data", download_ok=True)
+    np.testing.assert_array_equal(again.x_pool, raw.x_pool)
+
+
+def test_cifar_download_with_a_wrong_checksum_leaves_nothing(http_server, tmp_path, monkeypatch):
+    base, served = http_server
+    write_fake_cifar(served)
+    spec = replace(CIFAR_DATASETS["cifar10"], md5="0" * 32, mirrors=(base,))
+    monkeypatch.setitem(CIFAR_DATASETS, "cifar10", spec)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_cifar_dataset("cifar10", None, tmp_path / "data", download_ok=True)
+    assert not list((tmp_path / "data" / "cifar10").iterdir())
+
+
+def test_cifar_reads_torchvisions_extracted_folder(tmp_path):
+    write_fake_cifar(tmp_path / "archive")
+    with tarfile.open(tmp_path / "archive" / CIFAR_DATASETS["cifar10"].archive) as archive:
+        archive.extractall(tmp_path / "torchvision", filter="data")
+    raw = load_cifar_dataset("cifar10", str(tmp_path / "torchvision"), tmp_path, False)
+    assert raw.x_pool.shape == (40, 3, 32, 32)
+
+
+def test_a_cifar_pickle_that_builds_anything_but_arrays_is_refused(tmp_path):
+    spec = CIFAR_DATASETS["cifar10"]
+    folder = tmp_path / spec.folder
+    folder.mkdir()
+    for member in (*spec.train_files, *spec.test_files):
+        (folder / member).write_bytes(pickle.dumps({b"data": os.getcwd, b"labels": []}))
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR batch .*refused"):
+        load_cifar_dataset("cifar10", str(tmp_path), tmp_path, False)
+
+
+def test_missing_cifar_without_download_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match=r"cifar100 not found .*normlab\.data\.fetch cifar100"):
+        load_cifar_dataset("cifar100", None, tmp_path, download_ok=False)
+
+
+def test_data_cifar10_trains_a_vgg_on_an_archive_of_the_real_format(
+    http_server, tmp_path, monkeypatch, run_training
+):
+    base, served = http_server
+    md5 = write_fake_cifar(served, per_file=24)
+    monkeypatch.setitem(
+        CIFAR_DATASETS, "cifar10", replace(CIFAR_DATASETS["cifar10"], md5=md5, mirrors=(base,))
+    )
+    result, _ = run_training(
+        "data=cifar10",
+        f"data.root={tmp_path / 'cifar'}",
+        "data.val_size=20",
+        "data.batch_size=10",
+        "model=vgg",
+        "model.width=4",
+        "model.convs_per_stage=[1,1,2]",
+        "trainer=debug",
+    )
+    assert result["status"] == "completed" and result["steps"] == 20
+    assert result["data"] == "cifar10"
+    assert (tmp_path / "cifar" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_fetch_command_downloads_cifar_once(http_server, tmp_path, monkeypatch):
+    from normlab.data.fetch import ensure_dataset
+
+    base, served = http_server
+    md5 = write_fake_cifar(served, "cifar100")
+    spec = replace(CIFAR_DATASETS["cifar100"], md5=md5, mirrors=(base,))
+    monkeypatch.setitem(CIFAR_DATASETS, "cifar100", spec)
+    path = ensure_dataset("cifar100", tmp_path)
+    assert path == tmp_path / "cifar100" / spec.archive and path.is_file()
+    (served / spec.archive).unlink()
+    assert ensure_dataset("cifar100", tmp_path) == path  # found, not fetched again

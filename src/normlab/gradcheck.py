@@ -29,7 +29,7 @@ from normlab.config.schema import register_schemas
 from normlab.config.validate import validate
 from normlab.models.dropconnect import DropConnectLinear
 from normlab.models.noisy_batchnorm import seeded_noise
-from normlab.paths import CONFIG_DIR
+from normlab.paths import CONFIG_SEARCH_PATH
 from normlab.utils.seeding import run_seeds
 
 register_schemas()
@@ -144,7 +144,7 @@ def format_report(checks: list[TensorCheck], tolerance: float) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="train")
 def main(cfg: DictConfig) -> None:
     """Print the table; exit 1 above `gradcheck.tolerance`, 2 on a config or data error."""
     from normlab.data.errors import DataError

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
 from normlab.config.validate import validate
-from normlab.data.datamodule import ResidentDataModule
+from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
 from normlab.lit.module import ClassifierModule
@@ -45,6 +45,7 @@ from normlab.utils.slurm import (
     set_aside_hpc_checkpoints,
 )
 from normlab.utils.threads import apply_thread_policy, threads_per_rank
+from normlab.utils.user_code import user_code
 
 log = logging.getLogger("normlab")
 
@@ -109,7 +110,7 @@ def train_members(
     threads = apply_thread_policy(lead.threads or threads_per_rank(lead.trainer))
     if rank_zero:
         _write_run_folders(cfgs, run_dirs, stack_dir, seeds, threads)
-    datamodule = ResidentDataModule(lead.data, Path(lead.paths.data_dir), [s.data for s in seeds])
+    datamodule = build_datamodule(lead.data, Path(lead.paths.data_dir), [s.data for s in seeds])
     datamodule.setup()
     module = _build_module(cfgs, seeds, datamodule, resolved)
     checkpoint = last_checkpoint(stack_dir)
@@ -176,7 +177,13 @@ def _write_run_folders(cfgs, run_dirs, stack_dir: Path, seeds: Sequence[RunSeeds
         stack = {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
         seeds_record = {"seed": cfg.seed, "init": seed.init, "data": seed.data}
         write_provenance(
-            run_dir, REPO_DIR, threads, seeds_record, stack, accelerator=cfg.trainer.accelerator
+            run_dir,
+            REPO_DIR,
+            threads,
+            seeds_record,
+            stack,
+            user_code(cfg),
+            accelerator=cfg.trainer.accelerator,
         )
 
 

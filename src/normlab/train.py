@@ -20,7 +20,7 @@ from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
-from normlab.paths import CONFIG_DIR
+from normlab.paths import CONFIG_DIR, CONFIG_SEARCH_PATH
 from normlab.sweep import (
     SWEEP_KEY_ENV,
     SWEPT_KEYS_ENV,
@@ -55,10 +55,10 @@ _HYDRA_FLAGS_SKIPPING_PRECHECK = {
     "-cp",
     "--config-name",
     "-cn",
-    "--config-dir",
-    "-cd",
     "--experimental-rerun",
 }
+# a user's own config folder, searched after normlab's (Hydra's flag; the precheck reads it too)
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
 def fail(kind: str, message: str) -> None:
@@ -67,7 +67,7 @@ def fail(kind: str, message: str) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """One job: a single run, or one cell of a sweep."""
     hydra_cfg = HydraConfig.get()
@@ -110,10 +110,22 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return best
 
 
+def parse_command_line(args: list[str]) -> tuple[str | None, list[str]]:
+    """The `--config-dir` folder (None without one) and the overrides of a command line."""
+    config_dir, overrides, remaining = None, [], iter(args)
+    for arg in remaining:
+        flag, has_value, value = arg.partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            config_dir = value if has_value else next(remaining, None)
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return config_dir, overrides
+
+
 def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
     args = sys.argv[1:]
-    overrides = [arg for arg in args if not arg.startswith("-")]
+    user_config_dir, overrides = parse_command_line(args)
     multirun = bool({"-m", "--multirun"}.intersection(args))
     set_nccl_error_handling()
     if multirun:
@@ -122,7 +134,13 @@ def main() -> None:
         os.environ.setdefault(SWEPT_KEYS_ENV, ",".join(swept_keys(overrides)))
     if not _HYDRA_FLAGS_SKIPPING_PRECHECK.intersection(args):
         try:
-            compose_checked(str(CONFIG_DIR), "train", overrides, multirun=multirun)
+            compose_checked(
+                str(CONFIG_DIR),
+                "train",
+                overrides,
+                multirun=multirun,
+                user_config_dir=user_config_dir,
+            )
         except ConfigError as exc:
             fail("config", str(exc))
     sys.argv += slurm_run_overrides(args)  # the SLURM tasks of one run share its folder

@@ -161,19 +161,46 @@ def _below_null(config_name: str, cell: list[str]) -> str:
     return f"{' '.join(o.input_line for o in keyed)}: a key set below a null node"
 
 
+def with_user_config_dir(cell: list[str], user_config_dir: str) -> list[str]:
+    """`cell` searching `user_config_dir` too, where Hydra's `--config-dir` puts it: after
+    normlab's configs, before any `hydra.searchpath` entry of the command line."""
+    folder = Path(user_config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--config-dir {user_config_dir}: no such folder; give a folder holding your "
+            "<group>/<option>.yaml files"
+        )
+    searched, rest = [f"file://{folder}"], []
+    for override in OverridesParser.create().parse_overrides(cell):
+        if override.get_key_element() == "hydra.searchpath":
+            searched += list(override.value())
+        else:
+            rest.append(override.input_line)
+    quoted = ",".join(f"'{entry}'" for entry in searched)
+    return [*rest, f"hydra.searchpath=[{quoted}]"]
+
+
 def compose_checked(
-    config_dir: str, config_name: str, overrides: list[str], *, multirun: bool = False
+    config_dir: str,
+    config_name: str,
+    overrides: list[str],
+    *,
+    multirun: bool = False,
+    user_config_dir: str | None = None,
 ) -> DictConfig:
     """Compose and validate, raising ConfigError with one line on any mistake. Then make sure
     the output folder is usable (last: a config mistake creates no folder). A `multirun` is
     checked on its first cell, and on this machine's devices unless its launcher runs the
-    cells elsewhere."""
+    cells elsewhere. `user_config_dir`: a user's own config folder (`--config-dir`), searched
+    after `config_dir`."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         check_hydra_not_swept(parsed)
         check_group_lists(parsed, config_dir)
         check_override_keys(parsed, config_dir)
         cell = first_cell(overrides, keep_hydra=True)
+        if user_config_dir is not None:
+            cell = with_user_config_dir(cell, user_config_dir)
         with initialize_config_dir(config_dir, version_base="1.3"):
             try:
                 cfg = compose(config_name, overrides=cell, return_hydra_config=multirun)

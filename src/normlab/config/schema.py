@@ -25,9 +25,12 @@ def bounded(default: Any, **bounds: float) -> Any:
 class DatasetName(str, Enum):
     fashion_mnist = "fashion_mnist"
     mnist = "mnist"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
     digits = "digits"
     mnist1d = "mnist1d"
     synthetic = "synthetic"
+    custom = "custom"  # a user's own function, data._target_ (normlab.data.custom)
 
 
 class Preprocess(str, Enum):
@@ -81,6 +84,9 @@ class DataConfig:
     """Where the examples come from and how they are split, scaled and batched."""
 
     name: DatasetName = MISSING
+    # data=custom: the function returning your data (normlab.data.custom), and its arguments
+    _target_: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
     root: str | None = None  # folder holding the raw files; null = the dataset's default places
     batch_size: int = bounded(60, ge=1)  # global training batch (split across DDP ranks)
     eval_batch_size: int = bounded(1000, ge=1)
@@ -93,9 +99,11 @@ class DataConfig:
     zca_epsilon: float = bounded(0.1, gt=0)  # added to eigenvalues before ZCA whitening
     num_samples: int | None = bounded(None, ge=10)  # generated sets: synthetic, mnist1d
     num_features: int | None = bounded(None, ge=1)  # synthetic only
-    num_classes: int | None = bounded(None, ge=2)  # synthetic only
-    download: bool = True  # mnist: fetch the official files (checksummed) when missing
-    mirror: str | None = None  # mnist: a mirror URL tried before the official ones
+    # synthetic: the classes generated; custom: the label count (null: from the data)
+    num_classes: int | None = bounded(None, ge=2)
+    # mnist, cifar10, cifar100: fetch the official files (checksummed) when missing
+    download: bool = True
+    mirror: str | None = None  # mnist, cifar10, cifar100: a mirror URL tried before the official
     fallback: DatasetName | None = (
         None  # used (with a warning) when this dataset's files are absent
     )
@@ -119,6 +127,17 @@ class ResNetConfig:
     _target_: str = MISSING
     width: int = bounded(16, ge=1)  # channels of the first stage (then 2x, 4x)
     blocks_per_stage: int = bounded(1, ge=1)  # residual blocks in each of the three stages
+
+
+@dataclass
+class VGGConfig:
+    """The VGG-style conv net of `model=vgg` (normlab.models.vgg)."""
+
+    _target_: str = MISSING
+    # conv3x3 blocks in each stage; every stage ends in a 2x2 max-pool ([2,2,3,3,3]: VGG-16)
+    convs_per_stage: list[int] = field(default_factory=lambda: [2, 2, 3, 3, 3])
+    width: int = bounded(64, ge=1)  # channels of the first stage (then 2x, 4x, 8x, 8x)
+    input_norm: bool = False  # batch norm on the raw input
 
 
 @dataclass

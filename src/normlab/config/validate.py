@@ -187,6 +187,20 @@ def check_validation_cadence(trainer: DictConfig) -> None:
         )
 
 
+def check_data(data: DictConfig) -> None:
+    """data=custom: its function imports, runs and gives data normlab can train on (the result
+    is kept for the run); data._target_ without data=custom would be ignored, so it is refused."""
+    from normlab.data.custom import custom_source
+
+    if data.name == "custom":
+        custom_source(data)
+    elif data.get("_target_") is not None:
+        raise ConfigError(
+            f"data._target_={data._target_} is read only by data=custom; add data=custom "
+            f"(now data={data.name.value})"
+        )
+
+
 def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     """Run every check; the first failure raises ConfigError. `devices_here=False` leaves out
     whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""
@@ -212,3 +226,4 @@ def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
             "trainer.max_steps=-1 and trainer.max_epochs=-1: set a budget "
             "(e.g. trainer.max_steps=3000)"
         )
+    check_data(cfg.data)  # last: data=custom calls the user's function, which may load for a while

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,6 +14,8 @@ import torch
 from normlab.config.errors import ConfigError
 from normlab.config.schema import DatasetName
 from normlab.data.batches import MemberBatches, ResidentBatches
+from normlab.data.cifar import load_cifar_dataset
+from normlab.data.custom import custom_source, load_custom_dataset, streams
 from normlab.data.errors import DataError
 from normlab.data.preprocess import Preprocessor
 from normlab.data.sources import (
@@ -22,8 +25,11 @@ from normlab.data.sources import (
     load_mnist1d_dataset,
     load_synthetic_dataset,
 )
+from normlab.data.streaming import StreamingDataModule
 
 log = logging.getLogger(__name__)
+
+Loader = Callable[[Any, Path], RawData]
 
 
 def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
@@ -43,22 +49,56 @@ def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
         return load_named(fallback, cfg, data_dir), fallback.value
 
 
-def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
-    """Dispatch on the dataset name to its loader."""
-    if name in (DatasetName.fashion_mnist, DatasetName.mnist):
+def _idx_loader(name: DatasetName) -> Loader:
+    # MNIST downloads when missing; Fashion-MNIST comes from `make data` (or Debian's package)
+    def load(cfg, data_dir: Path) -> RawData:
         download_ok = name is DatasetName.mnist and cfg.download
         return load_idx_dataset(name.value, cfg.root, data_dir, download_ok, cfg.get("mirror"))
-    if name is DatasetName.digits:
-        return load_digits_dataset(cfg.test_size or 360, cfg.split_seed)
-    if name is DatasetName.mnist1d:
-        return load_mnist1d_dataset(cfg.num_samples or 5000, cfg.split_seed, data_dir)
-    return load_synthetic_dataset(
+
+    return load
+
+
+def _cifar_loader(name: DatasetName) -> Loader:
+    def load(cfg, data_dir: Path) -> RawData:
+        return load_cifar_dataset(name.value, cfg.root, data_dir, cfg.download, cfg.get("mirror"))
+
+    return load
+
+
+# every dataset name's loader: (data config, data folder) -> RawData
+LOADERS: dict[DatasetName, Loader] = {
+    DatasetName.fashion_mnist: _idx_loader(DatasetName.fashion_mnist),
+    DatasetName.mnist: _idx_loader(DatasetName.mnist),
+    DatasetName.cifar10: _cifar_loader(DatasetName.cifar10),
+    DatasetName.cifar100: _cifar_loader(DatasetName.cifar100),
+    DatasetName.digits: lambda cfg, _: load_digits_dataset(cfg.test_size or 360, cfg.split_seed),
+    DatasetName.mnist1d: lambda cfg, data_dir: load_mnist1d_dataset(
+        cfg.num_samples or 5000, cfg.split_seed, data_dir
+    ),
+    DatasetName.synthetic: lambda cfg, _: load_synthetic_dataset(
         cfg.num_samples or 1200,
         cfg.num_features or 20,
         cfg.num_classes or 4,
         cfg.test_size or 200,
         cfg.split_seed,
-    )
+    ),
+    DatasetName.custom: lambda cfg, _: load_custom_dataset(cfg),
+}
+
+
+def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
+    """Load dataset `name` with its loader."""
+    return LOADERS[name](cfg, data_dir)
+
+
+def build_datamodule(
+    cfg, data_dir: Path, order_seed: int | Sequence[int]
+) -> pl.LightningDataModule:
+    """The data module of data config `cfg`: resident tensors (every built-in set, and data=custom
+    datasets), or a data=custom LightningDataModule streaming its own batches."""
+    if DatasetName(cfg.name) is DatasetName.custom and streams(cfg):
+        return StreamingDataModule(custom_source(cfg), cfg, order_seed)
+    return ResidentDataModule(cfg, data_dir, order_seed)
 
 
 class ResidentDataModule(pl.LightningDataModule):
@@ -88,13 +128,17 @@ class ResidentDataModule(pl.LightningDataModule):
         cfg = self.cfg
         raw, self.dataset_name = load_raw(cfg, self.data_dir)
         pool_size = len(raw.y_pool)
-        if cfg.val_size >= pool_size:
+        order = np.random.default_rng(cfg.split_seed).permutation(pool_size)
+        if raw.x_val is not None:  # the source's own validation set (data=custom)
+            train_idx, val = order, (raw.x_val, raw.y_val)
+        elif cfg.val_size >= pool_size:
             raise DataError(
                 f"data.val_size={cfg.val_size} leaves no training examples "
                 f"(data={self.dataset_name} has {pool_size}); lower data.val_size"
             )
-        order = np.random.default_rng(cfg.split_seed).permutation(pool_size)
-        val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+        else:
+            val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
+            val = (raw.x_pool[val_idx], raw.y_pool[val_idx])
         if cfg.train_size:
             train_idx = train_idx[: cfg.train_size]
         x_test, y_test = raw.x_test, raw.y_test
@@ -104,7 +148,7 @@ class ResidentDataModule(pl.LightningDataModule):
         prep.fit(raw.x_pool[train_idx])
         splits = {
             "train": (raw.x_pool[train_idx], raw.y_pool[train_idx]),
-            "val": (raw.x_pool[val_idx], raw.y_pool[val_idx]),
+            "val": val,
             "test": (x_test, y_test),
         }
         self.tensors = {

@@ -1,7 +1,8 @@
-"""Raw datasets as numpy arrays: (Fashion-)MNIST IDX files, sklearn digits, MNIST-1D, synthetic.
+"""Raw datasets as numpy arrays: (Fashion-)MNIST IDX files, sklearn digits, MNIST-1D, synthetic
+(CIFAR: cifar.py; a user's own data: custom.py).
 
-Each loader returns a `RawData` with a training pool and a test set; `splits.py` carves the
-validation set out of the pool with the split seed.
+Each loader returns a `RawData` with a training pool and a test set; the data module
+(datamodule.py) carves the validation set out of the pool with the split seed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from normlab.data.idx import read_idx
 
 @dataclass
 class RawData:
-    """A training pool and a test set, images as (N, C, H, W) or vectors as (N, D)."""
+    """A training pool and a test set, images as (N, C, H, W) or vectors as (N, D); and a
+    validation set where the source gives one (else it is carved out of the pool)."""
 
     x_pool: np.ndarray
     y_pool: np.ndarray
@@ -26,6 +28,8 @@ class RawData:
     y_test: np.ndarray
     num_classes: int
     max_value: float  # largest raw input value, for preprocess=scale
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

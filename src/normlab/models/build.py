@@ -14,13 +14,12 @@ A network for normlab is any nn.Module class whose constructor takes, as keyword
   `dropconnect` (the drop probabilities of those regularizers). A config that asks for one the
   network does not take is refused with one line before training.
 
-normlab's own `mlp`, `cnn` and `resnet_small` are built this way, like any other.
+normlab's own `mlp`, `cnn`, `vgg` and `resnet_small` are built this way, like any other.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from normlab.config.errors import ConfigError
+from normlab.config.targets import import_target
 from normlab.models.activations import activation_from_config
 from normlab.models.initialization import initialize
 from normlab.models.norms import linear_needs_bias, norm_from_config
@@ -49,7 +49,7 @@ _SOURCES = {
 }
 # networks with a batched form for several members (normlab.models.member_layers); others
 # train as stacks of one
-STACKABLE = ("normlab.models.mlp.MLP", "normlab.models.cnn.CNN")
+STACKABLE = ("normlab.models.mlp.MLP", "normlab.models.cnn.CNN", "normlab.models.vgg.VGG")
 _GUIDE = 'docs/extending.md, "Your own network"'
 
 
@@ -66,19 +66,9 @@ def network_target(model_cfg: DictConfig) -> str:
 def network_class(model_cfg: DictConfig) -> Callable[..., nn.Module]:
     """The class `model._target_` names, imported; one-line errors for what cannot be one."""
     target = network_target(model_cfg)
-    module_name, _, name = target.rpartition(".")
     where = f"model._target_={target}"
-    if not module_name:
-        raise ConfigError(f"{where}: give the class's dotted path (package.module.Class)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{where}: cannot import {module_name} ({exc}); is it installed or on PYTHONPATH?"
-        ) from None
-    network = getattr(module, name, None)
-    if network is None:
-        raise ConfigError(f"{where}: {module_name} has no attribute {name}")
+    network = import_target(where, target, "package.module.Class")
+    name = target.rpartition(".")[2]
     if not (inspect.isclass(network) and issubclass(network, nn.Module)):
         raise ConfigError(f"{where}: {name} is not an nn.Module class")
     parameters = _parameters(network)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from normlab.paths import is_checkout
 from normlab.utils.files import write_json_atomic, write_text_atomic
 
 PACKAGES = (
@@ -70,14 +71,18 @@ def write_provenance(
     threads: int,
     seeds: dict[str, int],
     stack: dict | None = None,
+    user_code: dict | None = None,
     *,
     accelerator: str,
 ) -> dict:
     """Write provenance.json (and git_diff.patch when the tree is dirty); return the record.
     `stack`: the stack a member trained in (its folder, size, this member's index);
+    `user_code`: the user's own modules the run imports (normlab.utils.user_code);
     `accelerator`: trainer.accelerator, the device the run trains on."""
-    commit = _git(repo_dir, "rev-parse", "HEAD")
-    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no")
+    # an installed wheel has no checkout: git must not report whatever repository holds it
+    checkout = is_checkout(repo_dir)
+    commit = _git(repo_dir, "rev-parse", "HEAD") if checkout else None
+    status = _git(repo_dir, "status", "--porcelain", "--untracked-files=no") if checkout else None
     dirty = bool(status and status.strip())
     if dirty:
         write_text_atomic(run_dir / "git_diff.patch", _git(repo_dir, "diff", "HEAD") or "")
@@ -96,6 +101,7 @@ def write_provenance(
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": seeds,
+        "user_code": user_code or {},
         **({"stack": stack} if stack is not None else {}),
     }
     write_json_atomic(run_dir / "provenance.json", record)

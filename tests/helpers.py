@@ -100,7 +100,6 @@ INVALID = [
         ],
         "with optimizer (torch.optim.Adagrad)",
     ),
-    (["trainer.max_steps=200"], "trainer.val_check_interval=500 exceeds trainer.max_steps=200"),
     (["data=custom"], "data._target_ is not set"),
     (["data=custom", "data._target_=no_such_package.data.load"], "cannot import no_such_package"),
     (["data=custom", "data._target_=math.pi"], "pi is a float, not a function"),

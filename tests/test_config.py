@@ -208,9 +208,3 @@ def test_presets_take_a_gpu_where_there_is_one_and_keep_an_explicit_trainer(comp
     assert compose_cfg(preset).trainer.accelerator == "auto"
     assert compose_cfg(preset, "trainer=gpu").trainer.accelerator == "gpu"
     assert compose_cfg(preset, "trainer=cpu").trainer.accelerator == "cpu"
-
-
-def test_a_run_validating_at_its_last_step_is_accepted(compose_cfg):
-    validate(compose_cfg(*TINY, "trainer.max_steps=200", "trainer.val_check_interval=200"))
-    with pytest.raises(ConfigError, match=r"set trainer\.val_check_interval<=199$"):
-        validate(compose_cfg(*TINY, "trainer.max_steps=199", "trainer.val_check_interval=200"))

@@ -67,7 +67,7 @@ def test_preprocessing_batch_size_and_the_users_splits_apply(compose_cfg):
     torch.testing.assert_close(x.std(0), torch.ones(12), atol=1e-2, rtol=0)
     assert [len(datamodule.tensors[s][1]) for s in ("val", "test")] == [150, 150]
     batch_x, _ = next(iter(datamodule.train_dataloader()))
-    assert batch_x.shape == (25, 12)
+    assert batch_x.shape == (1, 25, 12)  # one member, batches of 25
 
 
 def test_the_function_is_called_with_data_kwargs(compose_cfg):

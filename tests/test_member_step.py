@@ -271,3 +271,10 @@ def test_a_user_optimizer_trains_through_torch_optim_itself(run_training):
         "optimizer.lr=0.05",
     )
     assert result["status"] == "completed" and result["test/acc"] > 0.5
+
+
+def test_a_run_shorter_than_the_validation_cadence_validates_at_its_last_step(run_training):
+    result, run_dir = run_training("data=synthetic", "trainer.max_steps=30", "logger=csv")
+    assert result["val/acc_best"] is not None  # trainer.val_check_interval is 500
+    validated = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/acc"])
+    assert validated["step"].tolist() == [29]  # once, at the last step (0-based)

@@ -49,8 +49,6 @@ def time_sweep(
             EXPERIMENT,
             *launcher,
             f"trainer.max_steps={steps}",
-            # a cell that would never validate is refused: a short one validates at its end
-            f"trainer.val_check_interval={min(steps, preset_val_check_interval())}",
             f"seed={','.join(map(str, range(seeds)))}",
             f"paths.output_dir={output_dir}",
         ]
@@ -99,14 +97,6 @@ def time_sweeps(
             # overlap perfectly, and the only loss is each cell's own slower time on fewer threads
             row["ceiling"] = launcher_jobs() * serial["cells_s"] / row["cells_s"]
     return rows
-
-
-def preset_val_check_interval() -> int:
-    """trainer.val_check_interval of the benchmarked preset, read from its YAML file."""
-    preset = EXPERIMENT.split("=", 1)[1]
-    return int(
-        OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").trainer.val_check_interval
-    )
 
 
 def launcher_jobs() -> int:

@@ -177,16 +177,6 @@ def check_precision(trainer: DictConfig) -> None:
         )
 
 
-def check_validation_cadence(trainer: DictConfig) -> None:
-    """A run of trainer.max_steps steps validates at least once (val/acc_best is its result)."""
-    steps, every = trainer.max_steps, trainer.val_check_interval
-    if trainer.check_val_every_n_epoch is None and 0 < steps < every:
-        raise ConfigError(
-            f"trainer.val_check_interval={every} exceeds trainer.max_steps={steps}: the run "
-            f"would never validate; set trainer.val_check_interval<={steps}"
-        )
-
-
 def check_data(data: DictConfig) -> None:
     """data=custom: its function imports, runs and gives data normlab can train on (the result
     is kept for the run); data._target_ without data=custom would be ignored, so it is refused."""
@@ -214,7 +204,6 @@ def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     if devices_here:
         check_devices_present(cfg.trainer)
     check_precision(cfg.trainer)
-    check_validation_cadence(cfg.trainer)
     check_optimizer(cfg.optimizer)
     check_scheduler(cfg)
     check_init(cfg.init)

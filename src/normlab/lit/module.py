@@ -170,7 +170,20 @@ class ClassifierModule(pl.LightningModule):
             self.train_sums.add_(window * self.active.unsqueeze(1))
         if logging:
             self._log_train_window(step, rates)
+        if self._last_step(batch_idx):
+            # Lightning validates after a batch that asks the fit to stop: so every run ends
+            # with a validation (val/acc_best is its result), whatever val_check_interval says
+            self.trainer.should_stop = True
         return total.detach()
+
+    def _last_step(self, batch_idx: int) -> bool:
+        """Whether the step just taken is the fit's last (by max_steps or max_epochs)."""
+        trainer = self.trainer
+        if trainer.max_steps >= 0 and self.global_step >= trainer.max_steps:
+            return True
+        epochs = trainer.max_epochs
+        last_epoch = epochs is not None and epochs >= 0 and self.current_epoch + 1 >= epochs
+        return last_epoch and batch_idx + 1 == trainer.num_training_batches
 
     @property
     def member_optimizer(self) -> MemberOptimizer:

@@ -53,7 +53,9 @@ def user_conf(tmp_path) -> Path:
 def test_a_user_folder_adds_an_option_to_any_group(option, user_conf):
     group, name = option.removesuffix(".yaml").split("/")
     assert not (CONFIG_DIR / option).exists()  # a new option, not one of normlab's
-    cfg = compose_checked(str(CONFIG_DIR), "train", [f"{group}={name}"], str(user_conf))
+    cfg = compose_checked(
+        str(CONFIG_DIR), "train", [f"{group}={name}"], user_config_dir=str(user_conf)
+    )
     if group == "experiment":
         assert cfg.name == "my_quick" and cfg.model.width == 64 and cfg.data.batch_size == 30
     else:
@@ -62,12 +64,14 @@ def test_a_user_folder_adds_an_option_to_any_group(option, user_conf):
 
 def test_a_user_folder_that_does_not_exist_fails_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^--config-dir .*nowhere: no such folder; [^\n]*$"):
-        compose_checked(str(CONFIG_DIR), "train", ["data=digits"], str(tmp_path / "nowhere"))
+        compose_checked(
+            str(CONFIG_DIR), "train", ["data=digits"], user_config_dir=str(tmp_path / "nowhere")
+        )
 
 
 def test_an_unknown_option_lists_the_user_folders_options_too(user_conf):
     with pytest.raises(ConfigError, match=r"'data/my_digit'; available: .*, my_digits, "):
-        compose_checked(str(CONFIG_DIR), "train", ["data=my_digit"], str(user_conf))
+        compose_checked(str(CONFIG_DIR), "train", ["data=my_digit"], user_config_dir=str(user_conf))
 
 
 @pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])

@@ -34,7 +34,12 @@ TINY_MLP = [
     "callbacks.checkpoint=false",
     "trainer.val_check_interval=100000",
 ]
-WIDE_MLP = ["logger=csv", "threads=1", "callbacks.checkpoint=false", "trainer.val_check_interval=100000"]
+WIDE_MLP = [
+    "logger=csv",
+    "threads=1",
+    "callbacks.checkpoint=false",
+    "trainer.val_check_interval=100000",
+]
 TINY_COUNTS, WIDE_COUNTS = (1, 16, 256, 1024), (12, 48, 256)
 
 
@@ -101,9 +106,11 @@ def report(measured: dict[str, Any]) -> str:
         rate = medians[f"tiny/{members}"]
         reference = f"{plain:,.0f}" if members == largest else ""
         ratio = f"{rate / plain:.2f}" if members == largest else ""
-        lines.append(f"| tiny MLP 40-16-16-16-10 | {members} | {rate:,.0f} | {reference} | {ratio} |")
+        row = f"| tiny MLP 40-16-16-16-10 | {members} | {rate:,.0f} | {reference} | {ratio} |"
+        lines.append(row)
     for members in WIDE_COUNTS:
-        lines.append(f"| 3x100 MLP, Fashion-MNIST | {members} | {medians[f'wide/{members}']:,.0f} | | |")
+        rate = medians[f"wide/{members}"]
+        lines.append(f"| 3x100 MLP, Fashion-MNIST | {members} | {rate:,.0f} | | |")
     first, last = medians[f"tiny/{TINY_COUNTS[0]}"], medians[f"tiny/{largest}"]
     lines += [
         "",

@@ -3,8 +3,9 @@ plain-PyTorch vectorized step of the same network at the largest M (normlab.benc
 
 The tiny MLP (40-16-16-16-10 on MNIST-1D, batch 32, batch norm, ReLU, SGD with momentum, label
 smoothing, clipping by norm) trains at M = 1, 16, 256 and 1,024 through the real pipeline
-(`train_members`: every member its own folder, metrics.csv and logger); the loop is timed from
-its first to its last step (set-up excluded). Repetitions interleave normlab and the reference
+(`train_members`: every member its own folder, metrics.csv and logger). Both sides are timed in
+their steady state, from the start of step WARMUP to the end of the last step (set-up, the first
+steps and the final validation excluded). Repetitions interleave normlab and the reference
 in this one process, so the ratio compares like with like. The 3x100 MLP of the ablation is
 reported at M = 12, 48 and 256.
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import Callback
 
-from normlab.bench.cases import compose_config, train_stack
+from normlab.bench.cases import compose_config
 
 TINY_MLP = [
     "data=mnist1d",
@@ -41,6 +45,23 @@ WIDE_MLP = [
     "trainer.val_check_interval=100000",
 ]
 TINY_COUNTS, WIDE_COUNTS = (1, 16, 256, 1024), (12, 48, 256)
+WARMUP = 5  # steps left out of the timing (allocations, the first epoch's orders)
+
+
+class StepTimer(Callback):
+    """Seconds from the start of step WARMUP to the end of the last step."""
+
+    def __init__(self):
+        self.start, self.first, self.seconds, self.steps = None, 0, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == WARMUP:
+            self.start, self.first = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.start is not None:
+            self.seconds = time.perf_counter() - self.start
+            self.steps = trainer.global_step - self.first
 
 
 def steps_for(members: int, budget: int) -> int:
@@ -50,14 +71,19 @@ def steps_for(members: int, budget: int) -> int:
 
 def normlab_rate(base: list[str], members: int, steps: int) -> float:
     """Member-steps/s of the real pipeline on `members` members of `base` (seeds 0..M-1)."""
-    lead = compose_config([*base, f"trainer.max_steps={steps}"])
+    from normlab.pipeline import train_members
+
+    lead = compose_config([*base, f"trainer.max_steps={steps + WARMUP}"])
     cfgs = []
     for seed in range(members):
         cfg = lead.copy()
         cfg.seed = seed
         cfgs.append(cfg)
-    measured = train_stack(cfgs)
-    return measured["steps"] / measured["loop_s"]
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix="normlab-bench-") as folder:
+        dirs = [Path(folder) / f"member{i}" for i in range(members)]
+        train_members(cfgs, dirs, Path(folder) / "stack", extra_callbacks=[timer])
+    return timer.steps * members / timer.seconds
 
 
 def plain_rate(members: int, steps: int) -> float:
@@ -70,7 +96,14 @@ def plain_rate(members: int, steps: int) -> float:
     datamodule.setup()
     x, y = datamodule.tensors["train"]
     measured = plain_member_steps(
-        x, y, members, (16, 16, 16), datamodule.num_classes, batch_size=32, steps=steps
+        x,
+        y,
+        members,
+        (16, 16, 16),
+        datamodule.num_classes,
+        batch_size=32,
+        steps=steps,
+        warmup=WARMUP,
     )
     return measured["member_steps"] / measured["loop_s"]
 

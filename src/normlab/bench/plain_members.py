@@ -27,13 +27,14 @@ def plain_member_steps(
     *,
     batch_size: int,
     steps: int,
+    warmup: int = 0,
     lr: float = 0.05,
     momentum: float = 0.9,
     smoothing: float = 0.1,
     max_norm: float = 1.0,
 ) -> dict[str, Any]:
-    """Train M members of the MLP `x.shape[1]`-`widths`-`classes` for `steps` steps on random
-    batches of (x, y); the loop's seconds and member-steps."""
+    """Train M members of the MLP `x.shape[1]`-`widths`-`classes` for `warmup` + `steps` steps
+    on random batches of (x, y); the seconds and member-steps of the last `steps`."""
     generator = torch.Generator().manual_seed(0)
     layers, fan_in = [], x.shape[1]
     for width in widths:
@@ -51,9 +52,12 @@ def plain_member_steps(
     momenta = torch.full((members, 1), momentum)
     smoothings = torch.full((members, 1), smoothing)
     norms_allowed = torch.full((members, 1), max_norm)
-    indices = torch.randint(0, len(y), (steps, members, batch_size), generator=generator)
+    total_steps = warmup + steps
+    indices = torch.randint(0, len(y), (total_steps, members, batch_size), generator=generator)
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(total_steps):
+        if step == warmup:
+            start = time.perf_counter()
         batch = indices[step]
         h = x[batch].transpose(1, 2)  # [M, F, B]
         for (weight, gain, shift), (mean, var) in zip(layers, stats, strict=True):
@@ -61,7 +65,7 @@ def plain_member_steps(
             shape = h.shape
             h = F.batch_norm(h.reshape(1, -1, shape[2]), mean, var, gain, shift, True, 0.1, 1e-5)
             h = torch.relu(h.reshape(shape))
-        logits = torch.baddbmm(head_bias, head_weight, h).transpose(1, 2)  # [M, B, C]
+        logits = torch.baddbmm(head_bias, head_weight, h).transpose(1, 2).contiguous()
         log_p = F.log_softmax(logits, dim=-1)
         nll = F.nll_loss(log_p.reshape(-1, classes), y[batch].reshape(-1), reduction="none")
         loss = torch.lerp(nll.view(members, -1), -log_p.mean(-1), smoothings).mean(1)

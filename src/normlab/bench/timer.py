@@ -70,9 +70,9 @@ class LoopTimer(pl.Callback):
         self.meter.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        acc = trainer.callback_metrics.get("val/acc")
+        acc = pl_module.latest.get("val/acc")  # every member's: their mean
         self.meter.stop(
-            trainer.global_step - self._first_step, float(acc) if acc is not None else None
+            trainer.global_step - self._first_step, float(acc.mean()) if acc is not None else None
         )
 
 

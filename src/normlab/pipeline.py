@@ -9,6 +9,7 @@ stack's: in its stack folder), wandb/ (logger=wandb), result.json.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
-from normlab.config.validate import validate
+from normlab.config.validate import SEED_KEYS, check_seeds, validate
 from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
@@ -48,6 +50,13 @@ from normlab.utils.threads import apply_thread_policy, threads_per_rank
 from normlab.utils.user_code import user_code
 
 log = logging.getLogger("normlab")
+# config.yaml as OmegaConf.to_yaml writes it, through libyaml's dumper where PyYAML has it
+YAML_STYLE = {
+    "Dumper": getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+    "sort_keys": False,
+    "default_flow_style": False,
+    "allow_unicode": True,
+}
 
 
 def _quiet_lightning() -> None:
@@ -100,16 +109,15 @@ def train_members(
     run folder; return each member's result.json. The run's checkpoint lives in `stack_dir`
     (a solo run's: its own folder)."""
     started = time.time()
-    for cfg in cfgs:
-        validate(cfg)
+    resolved = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in cfgs]
+    _validate_members(cfgs, resolved)
     _quiet_lightning()
     lead = cfgs[0]
     rank_zero = is_global_zero(lead.trainer)  # the other ranks of a multi-device run write nothing
-    resolved = [OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) for cfg in cfgs]
     seeds = [run_seeds(cfg) for cfg in cfgs]
     threads = apply_thread_policy(lead.threads or threads_per_rank(lead.trainer))
     if rank_zero:
-        _write_run_folders(cfgs, run_dirs, stack_dir, seeds, threads)
+        _write_run_folders(cfgs, resolved, run_dirs, stack_dir, seeds, threads)
     datamodule = build_datamodule(lead.data, Path(lead.paths.data_dir), [s.data for s in seeds])
     datamodule.setup()
     module = _build_module(cfgs, seeds, datamodule, resolved)
@@ -168,12 +176,30 @@ def train_members(
     return results
 
 
-def _write_run_folders(cfgs, run_dirs, stack_dir: Path, seeds: Sequence[RunSeeds], threads: int):
-    """Each member's config.yaml and provenance.json (which names its stack, if any)."""
+def _validate_members(cfgs: Sequence[DictConfig], resolved: Sequence[dict]) -> None:
+    """Every member's config checked (ConfigError on the first mistake). Members whose configs
+    differ only in their seeds share one full check: a seed's one rule is its bound."""
+    checked: set[str] = set()
+    for cfg, tree in zip(cfgs, resolved, strict=True):
+        key = json.dumps({k: v for k, v in tree.items() if k not in SEED_KEYS}, sort_keys=True)
+        if key in checked:
+            check_seeds(cfg)
+        else:
+            validate(cfg)
+            checked.add(key)
+
+
+def _write_run_folders(
+    cfgs, resolved, run_dirs, stack_dir: Path, seeds: Sequence[RunSeeds], threads: int
+) -> None:
+    """Each member's config.yaml (resolved) and provenance.json (which names its stack, if
+    any)."""
     stacked = len(cfgs) > 1
-    for member, (cfg, run_dir, seed) in enumerate(zip(cfgs, run_dirs, seeds, strict=True)):
+    for member, (cfg, tree, run_dir, seed) in enumerate(
+        zip(cfgs, resolved, run_dirs, seeds, strict=True)
+    ):
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(run_dir / "config.yaml", yaml.dump(tree, **YAML_STYLE))
         stack = {"dir": str(stack_dir), "members": len(cfgs), "member": member} if stacked else None
         seeds_record = {"seed": cfg.seed, "init": seed.init, "data": seed.data}
         write_provenance(

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
@@ -37,17 +38,47 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.normlab_stacked.composed_once import ComposedOnce
 from normlab.utils.gpus import GPU_ACCELERATORS
 
 log = logging.getLogger("normlab")
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's, where PyYAML has it
+UNKNOWN_SIZE_BOUND = 256  # members a stack holds when its data's shape is not known in advance
 
 
-def _note_cell(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The task Hydra runs per cell here: set up, nothing trained yet."""
-    return cfg, Path(HydraConfig.get().runtime.output_dir)
+def _set_up_cell(sweep_config: DictConfig, sweep_dir: Path, index: int):
+    """A cell's folder, as Hydra's job runner would set it up (its output dir in the config,
+    `.hydra/overrides.yaml`, which the report reads), its config resolved once for the planner
+    and the worker. Its `config.yaml` and `provenance.json` are the worker's to write."""
+    from normlab.stack.plan import Cell, resolved_task
+
+    HydraConfig.instance().set_config(sweep_config)  # ${hydra:...} interpolations, as for a job
+    run_dir = sweep_dir / str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+    with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+        sweep_config.hydra.runtime.output_dir = str(run_dir.absolute())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if sweep_config.hydra.output_subdir is not None:
+        hydra_dir = run_dir / str(sweep_config.hydra.output_subdir)
+        hydra_dir.mkdir(exist_ok=True)
+        overrides = list(sweep_config.hydra.overrides.task)
+        (hydra_dir / "overrides.yaml").write_text(yaml.dump(overrides, Dumper=_Dumper))
+    return Cell(sweep_config, run_dir, index, resolved_task(sweep_config))
+
+
+def _noted(sweep_config: DictConfig, cell) -> JobReturn:
+    """The launch's record of a cell set up for a stack (its score is filled in at the end)."""
+    ret = JobReturn(
+        overrides=list(sweep_config.hydra.overrides.task),
+        cfg=sweep_config,
+        hydra_cfg=sweep_config,
+        working_dir=str(cell.run_dir),
+        task_name=str(sweep_config.hydra.job.name),
+        status=JobStatus.COMPLETED,
+    )
+    ret.return_value = (sweep_config, cell.run_dir)
+    return ret
 
 
 class StackedLauncher(Launcher):
@@ -55,7 +86,7 @@ class StackedLauncher(Launcher):
 
     def __init__(
         self,
-        max_members: int = 48,
+        max_members: int | None = None,
         n_jobs: int | None = None,
         backend: str = "local",
         slurm: DictConfig | dict | None = None,
@@ -81,7 +112,7 @@ class StackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from normlab.stack.plan import Cell, plan_stacks, solo_reason
+        from normlab.stack.plan import plan_stacks, solo_reason
         from normlab.sweep import cell_score, finished_result
 
         setup_globals()
@@ -101,42 +132,39 @@ class StackedLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = index
                 sweep_config.hydra.job.num = index
-            ret = run_job(
-                hydra_context=self.hydra_context,
-                task_function=_note_cell,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-            returns.append(ret)
-            cfg, run_dir = ret.return_value
-            if finished_result(run_dir) is not None:
-                log.info("already %s, skipped: %s", finished_result(run_dir)["status"], run_dir)
-                continue
-            reason = solo_reason(cfg, run_dir)
             if "NORMLAB_OPTUNA_TRIAL" in (sweep_config.hydra.job.env_set or {}):
                 # a search trial reaches its study through its job's environment
-                reason = "multi-device or search trial: Hydra's job runner"
+                ddp.append((offset, sweep_config, "a search trial"))
+                returns.append(None)
+                continue
+            cell = _set_up_cell(sweep_config, sweep_dir, index)
+            returns.append(_noted(sweep_config, cell))
+            if finished_result(cell.run_dir) is not None:
+                status = finished_result(cell.run_dir)["status"]
+                log.info("already %s, skipped: %s", status, cell.run_dir)
+                continue
+            reason = solo_reason(sweep_config, cell.run_dir)
             if reason and reason.startswith("multi-device") and self.backend == "slurm":
                 raise ValueError(
-                    f"hydra/launcher=stacked_slurm cannot run {run_dir.name} ({reason}); "
+                    f"hydra/launcher=stacked_slurm cannot run {cell.run_dir.name} ({reason}); "
                     "use hydra/launcher=slurm for multi-device cells and search trials"
                 )
             if reason and reason.startswith("multi-device"):
-                log.info("through Hydra's job runner (%s): %s", reason, run_dir)
-                ddp.append((offset, sweep_config))
+                ddp.append((offset, sweep_config, reason))
             elif reason:
-                log.info("solo (%s): %s", reason, run_dir)
-                cells.append((Cell(cfg, run_dir, index), True))
+                log.info("solo (%s): %s", reason, cell.run_dir)
+                cells.append((cell, True))
             else:
-                cells.append((Cell(cfg, run_dir, index), False))
+                cells.append((cell, False))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         on_gpu = any(str(cell.cfg.trainer.accelerator) in GPU_ACCELERATORS for cell, _ in cells)
         jobs = self._jobs(on_gpu)
         stackable = [cell for cell, solo in cells if not solo]
+        at_once = 1 if self.backend == "slurm" else jobs
+        bound = self._max_members(stackable, at_once, on_gpu)
         # on SLURM every stack gets its own allocation: split by max_members alone
-        stacks = plan_stacks(stackable, self.max_members, 1 if self.backend == "slurm" else jobs)
+        stacks = plan_stacks(stackable, bound, at_once)
         stacks += [plan_stacks([cell], 1, 1)[0] for cell, solo in cells if solo]
         try:
             if self.backend == "slurm":
@@ -145,7 +173,8 @@ class StackedLauncher(Launcher):
                 self._run_stacks(stacks, sweep_dir, jobs, warm)
         finally:
             warm.close()
-        for offset, sweep_config in ddp:  # Hydra's own job runner, as the basic launcher's
+        for offset, sweep_config, reason in ddp:  # Hydra's own job runner, as basic's
+            log.info("through Hydra's job runner (%s): #%d", reason, initial_job_idx + offset)
             returns[offset] = run_job(
                 hydra_context=self.hydra_context,
                 task_function=self.task_function,
@@ -160,6 +189,26 @@ class StackedLauncher(Launcher):
                 finished = finished_result(run_dir) or {}
                 ret.return_value = cell_score(finished.get("val/acc_best"), run_dir)
         return returns
+
+    def _max_members(self, stackable, at_once: int, on_gpu: bool) -> int:
+        """`max_members`, or (null) as many members as fit in memory with `at_once` stacks
+        running together (normlab.stack.memory)."""
+        from normlab.stack.memory import available_bytes, members_that_fit
+
+        if self.max_members is not None or not stackable:
+            return int(self.max_members or 1)
+        if self.backend == "slurm":  # each stack gets its own allocation: its mem_gb
+            gigabytes = (self.slurm or {}).get("mem_gb")
+            available = int(gigabytes * 2**30) if gigabytes else None
+        else:
+            available = available_bytes(on_gpu)
+        first = stackable[0]
+        fit = members_that_fit(first.cfg, first.resolved, at_once, available) if available else None
+        if fit is None:
+            log.info("stacks of at most %d members (their memory is unknown)", UNKNOWN_SIZE_BOUND)
+            return UNKNOWN_SIZE_BOUND
+        log.info("stacks of at most %d members (what fits in memory, %d at once)", fit, at_once)
+        return fit
 
     def _jobs(self, on_gpu: bool) -> int:
         """Stack processes at once: `n_jobs`, else one per GPU when the cells train on GPUs,
@@ -289,7 +338,7 @@ def _write_spec(stack, specs_dir: Path, threads: int | None) -> Path:
         "members": [
             {
                 "run_dir": str(cell.run_dir),
-                "config": OmegaConf.to_container(cell.cfg, resolve=True, enum_to_str=True),
+                "config": cell.resolved,
             }
             for cell in stack.cells
         ],

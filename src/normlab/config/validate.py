@@ -191,6 +191,22 @@ def check_data(data: DictConfig) -> None:
         )
 
 
+SEED_KEYS = ("seed", "seed_init", "seed_data")
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """The seeds' bounds: all a config that differs from a validated one only in its seeds
+    still needs checking (a stack's members often do)."""
+    for schema_field in dataclasses.fields(TrainConfig):
+        value = cfg.get(schema_field.name)
+        if schema_field.name in SEED_KEYS and value is not None:
+            for bound, limit in schema_field.metadata.items():
+                if not _BOUND_TEST[bound](value, limit):
+                    raise ConfigError(
+                        f"{schema_field.name}={value}: must be {_BOUND_TEXT[bound]} {limit}"
+                    )
+
+
 def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     """Run every check; the first failure raises ConfigError. `devices_here=False` leaves out
     whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""

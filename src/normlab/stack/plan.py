@@ -45,13 +45,31 @@ SHARED_OPTIMIZER_ARGS = (
 )
 
 
+def resolved_task(cfg: DictConfig | dict) -> dict[str, Any]:
+    """A cell's config as a resolved dict, Hydra's own node left out (a dict: as it is)."""
+    if isinstance(cfg, dict):
+        return cfg
+    return {
+        key: OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+        if OmegaConf.is_config(node := cfg[key])
+        else getattr(node, "value", node)
+        for key in cfg
+        if key != "hydra"
+    }
+
+
 @dataclass
 class Cell:
-    """One sweep cell waiting to train: its config and its folder."""
+    """One sweep cell waiting to train: its config, its folder and its config resolved."""
 
     cfg: DictConfig
     run_dir: Path
     index: int  # the job's position in the sweep
+    resolved: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolved is None:
+            self.resolved = resolved_task(self.cfg)
 
 
 @dataclass
@@ -114,9 +132,10 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
-def stack_key(cfg: DictConfig) -> str:
-    """The settings every member of one stack shares, as a short hash."""
-    tree: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+def stack_key(cfg: DictConfig | dict) -> str:
+    """The settings every member of one stack shares, as a short hash (`cfg`: a config, or
+    one resolved by `resolved_task`)."""
+    tree: dict[str, Any] = dict(resolved_task(cfg))
     for key in (*MEMBER_WISE, *IGNORED):
         tree.pop(key, None)
     optimizer = tree.get("optimizer") or {}
@@ -125,16 +144,10 @@ def stack_key(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def member_kind(cfg: DictConfig) -> tuple:
+def member_kind(cfg: DictConfig | dict) -> tuple:
     """Members of one kind (norm and activation) share batched calls: sort them together."""
-    return (
-        json.dumps(
-            OmegaConf.to_container(cfg.norm, resolve=True, enum_to_str=True), sort_keys=True
-        ),
-        json.dumps(
-            OmegaConf.to_container(cfg.activation, resolve=True, enum_to_str=True), sort_keys=True
-        ),
-    )
+    tree = resolved_task(cfg)
+    return json.dumps(tree["norm"], sort_keys=True), json.dumps(tree["activation"], sort_keys=True)
 
 
 def plan_stacks(cells: Sequence[Cell], max_members: int, jobs: int) -> list[Stack]:
@@ -148,10 +161,10 @@ def plan_stacks(cells: Sequence[Cell], max_members: int, jobs: int) -> list[Stac
     used to finish 4 s apart) and keeps them side by side."""
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault(stack_key(cell.cfg), []).append(cell)
+        groups.setdefault(stack_key(cell.resolved), []).append(cell)
     stacks: list[list[Cell]] = []
     for members in groups.values():
-        members.sort(key=lambda cell: (member_kind(cell.cfg), cell.index))
+        members.sort(key=lambda cell: (member_kind(cell.resolved), cell.index))
         parts = -(-len(members) // max_members)
         stacks += [members[part::parts] for part in range(parts)]
     while len(stacks) < jobs:

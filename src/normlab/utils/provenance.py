@@ -39,6 +39,7 @@ def _git(repo: Path, *args: str) -> str | None:
     return done.stdout
 
 
+@functools.cache  # a stack writes one record per member: read the installed metadata once
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages that decide a run's numbers."""
     versions = {}
@@ -55,6 +56,7 @@ def package_versions() -> dict[str, str | None]:
 _CUDA_ACCELERATORS = ("gpu", "cuda", "auto")
 
 
+@functools.cache
 def device_description(accelerator: str) -> str:
     """The device a run on `accelerator` (trainer.accelerator) trains on: the GPU's name, or
     the CPU's. Read from the configuration, not from what this process touched: naming a GPU
@@ -91,7 +93,7 @@ def write_provenance(
         "git_dirty": dirty if status is not None else None,
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "python": sys.version.split()[0],
-        "packages": package_versions(),
+        "packages": dict(package_versions()),
         "device": device_description(accelerator),
         # the vector kernels torch dispatches to on this CPU (DEFAULT, AVX2, AVX512, ...):
         # other kernels may round differently, so compare runs to the digit only between runs

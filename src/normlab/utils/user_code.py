@@ -3,6 +3,7 @@ loggers): module name, file and sha256, so provenance.json ties a result to the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@functools.cache  # a stack's members name the same code: hash each file once
 def describe(target: str) -> dict[str, Any] | None:
     """Module, file and sha256 of the code `target` names; None for a versioned package's."""
     try:

@@ -285,3 +285,35 @@ def test_a_stacked_ablation_agrees_with_the_solo_sweep(tmp_path, data_dir):
         std = (sum((a - mean) ** 2 for a in solo) / 2) ** 0.5
         half_width = t_975 * std / 3**0.5
         assert abs(sum(stacked) / 3 - mean) <= half_width, (key, solo, stacked)
+
+
+def test_cells_composed_once_per_choice_of_groups_equal_hydras_compositions(tmp_path):
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.normlab_stacked.composed_once import ComposedOnce
+    from normlab.paths import CONFIG_DIR
+
+    cells = [
+        ["norm=batch", "seed=3", "optimizer.lr=0.3"],
+        ["norm=batch", "seed=4", "optimizer.lr=0.1", "+optimizer.momentum=0.5"],
+        ["norm=none", "seed=3", "regularizer=[l2]", "regularizer.l2.strength=0.01"],
+        ["norm=none", "seed=5", "regularizer=[l2]", "trainer.max_steps=7", "name=other"],
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        common = [f"paths.root_dir={tmp_path}", "data=synthetic", "hydra/launcher=stacked"]
+        master = loader.load_configuration("train", common, RunMode.MULTIRUN)
+        once = ComposedOnce(loader)
+        for cell in cells:
+            ours, hydras = (
+                once.load_sweep_config(master, cell),
+                loader.load_sweep_config(master, cell),
+            )
+            assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras), cell
+            assert ours.hydra.job.override_dirname == hydras.hydra.job.override_dirname
+            assert once.take(master, cell) is ours  # the sweeper's composition, kept
+    # two choices of groups (norm=batch; norm=none with regularizer=[l2]), composed once each
+    assert len(once.bases) == 2

@@ -163,7 +163,7 @@ SWEEP = [
     "hydra/launcher=stacked",
     "data=synthetic",
     "trainer=debug",
-    "trainer.max_steps=400",
+    "trainer.max_steps=3000",  # long enough to be killed part-way
     "trainer.val_check_interval=50",
     "norm=batch,none",
     "seed=0,1",
@@ -317,3 +317,22 @@ def test_cells_composed_once_per_choice_of_groups_equal_hydras_compositions(tmp_
             assert once.take(master, cell) is ours  # the sweeper's composition, kept
     # two choices of groups (norm=batch; norm=none with regularizer=[l2]), composed once each
     assert len(once.bases) == 2
+
+
+def test_a_workers_typed_member_configs_equal_the_schemas_own(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from normlab.stack.plan import resolved_task
+    from normlab.stack.worker import typed_config, typed_configs
+
+    variants = [
+        ["norm=batch", "init=normal"],
+        ["norm=none", "init=xavier_uniform", "optimizer=adam", "regularizer=[l2,dropout]"],
+        ["norm=group", "optimizer=sgd", "scheduler=cosine", "regularizer=[label_smoothing]"],
+    ]
+    trees = [resolved_task(compose_cfg("data=synthetic", *v)) for v in variants]
+    for tree, fast in zip(trees, typed_configs(trees), strict=True):
+        slow = typed_config(tree)
+        assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow)
+        for group in ("norm", "regularizer", "init", "scheduler"):
+            assert OmegaConf.get_type(fast, group) is OmegaConf.get_type(slow, group)

@@ -5,8 +5,11 @@ validation every 500 steps) for the same steps, each repetition in a fresh proce
 are interleaved (a b c d e f, b c d e f a, ...) so load drifts hit them alike. Steps/s is timed
 from the first to the last training step (on_train_start -> on_train_end): start-up and the
 final test are excluded and reported apart. Then the main ablation sweep (12 cells) runs
-serially and through the parallel launcher. Prints Markdown tables and the issue's targets;
-`--json PATH` writes every measurement.
+serially and through the parallel launcher. Two studies follow: `member_scaling`
+(member-steps/s as the member count grows, against a plain vectorized step:
+normlab.bench.member_scaling) and `grid` (a 1,024-cell sweep through the CLI:
+normlab.bench.grid). Prints Markdown tables and the targets; `--json PATH` writes every
+measurement.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import normlab
 from normlab.bench.cases import LABELS
+from normlab.bench.grid import grid_table, time_grid
 from normlab.bench.summary import (
     cases_table,
     summarize_cases,
@@ -34,6 +38,8 @@ from normlab.bench.summary import (
 )
 from normlab.bench.sweep import time_sweeps
 from normlab.utils.threads import available_cores
+
+STUDIES = ("member_scaling", "grid")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -49,9 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per case")
     parser.add_argument(
         "--cases",
-        default=",".join(LABELS),
-        help=f"comma-separated subset of {','.join(LABELS)} (raw is the reference)",
+        default=",".join([*LABELS, *STUDIES]),
+        help=f"comma-separated subset of {','.join([*LABELS, *STUDIES])} (raw is the reference)",
     )
+    parser.add_argument("--scaling-budget", type=int, default=60_000, help="member-steps a run")
+    parser.add_argument("--scaling-repeats", type=int, default=3, help="member scaling repeats")
+    parser.add_argument("--grid-seeds", type=int, default=256, help="grid: 4 cells per seed")
+    parser.add_argument("--grid-steps", type=int, default=1000, help="grid: steps per cell")
     parser.add_argument(
         "--threads",
         type=int,
@@ -125,6 +135,20 @@ def run_worker(case: str, steps: int, threads: int | None, env: dict[str, str]) 
     return measured[0] if parts == 1 else merge_parts(measured)
 
 
+def run_member_scaling_worker(budget: int, repeats: int, env: dict[str, str]) -> dict[str, Any]:
+    """The member-scaling study in one fresh process (normlab.bench.member_scaling); its
+    measurements and its printed table."""
+    with tempfile.TemporaryDirectory(prefix="normlab-bench-") as folder:
+        out = Path(folder) / "member_scaling.json"
+        command = [sys.executable, "-m", "normlab.bench.member_scaling"]
+        command += ["--budget", str(budget), "--repeats", str(repeats), "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"member scaling failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        measured = json.loads(out.read_text())
+    return {**measured, "table": done.stdout.strip()}
+
+
 def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Processes that ran at once as one measurement: their steps and memory add up, the
     slowest one's loop is the wall time."""
@@ -172,10 +196,13 @@ def _version(name: str) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     """Run the cases and the sweeps; print the tables; write the JSON."""
     args = parse_args(argv)
-    cases = args.cases.split(",")
-    unknown = set(cases) - set(LABELS)
+    chosen = args.cases.split(",")
+    unknown = set(chosen) - set(LABELS) - set(STUDIES)
     if unknown:
-        sys.exit(f"normlab.bench: unknown case(s) {sorted(unknown)}; choose from {list(LABELS)}")
+        choices = [*LABELS, *STUDIES]
+        sys.exit(f"normlab.bench: unknown case(s) {sorted(unknown)}; choose from {choices}")
+    cases = [case for case in chosen if case in LABELS]
+    studies = [study for study in chosen if study in STUDIES]
     env, before = child_env(), machine()
     print(
         f"{len(cases)} cases x {args.repeats} repetitions x {args.steps} steps on "
@@ -193,14 +220,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"{run['steps'] / run['loop_s']:7.0f} steps/s",
                 flush=True,
             )
-    rows = summarize_cases(runs)
+    rows = summarize_cases(runs) if runs else []
     sweeps = (
         []
-        if args.no_sweep
+        if args.no_sweep or not cases
         else time_sweeps(args.sweep_steps, args.sweep_seeds, args.sweep_no_policy, env)
     )
-    print()
-    print(cases_table(rows))
+    scaling = (
+        run_member_scaling_worker(args.scaling_budget, args.scaling_repeats, env)
+        if "member_scaling" in studies
+        else None
+    )
+    grid = time_grid(args.grid_seeds, args.grid_steps, env) if "grid" in studies else None
+    if rows:
+        print()
+        print(cases_table(rows))
     if sweeps:
         print()
         print(sweep_table(sweeps))
@@ -208,7 +242,13 @@ def main(argv: list[str] | None = None) -> None:
             "cells' own s: the cells' wall times summed; ceiling: the speed-up if start-up, "
             "worker spawn and the report cost nothing (jobs x serial cells' s / parallel cells' s)"
         )
-    checks = targets(runs, sweeps)
+    if grid:
+        print()
+        print(grid_table(grid))
+    if scaling:
+        print()
+        print(scaling["table"])
+    checks = targets(runs, sweeps, scaling, grid)
     if checks:
         print()
         print(targets_table(checks))
@@ -223,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         "cases": rows,
         "runs": runs,
         "sweeps": sweeps,
+        "member_scaling": scaling,
+        "grid": grid,
         "targets": checks,
     }
     if args.json:

@@ -20,7 +20,6 @@ LABELS = {
     "instruments": "(c) normlab + instruments",
     "template": "(d) template: DataLoader, per-step log",
     "floor": "(e) bare Lightning module, no logging",
-    "one_step": "(f) normlab default, steps_per_call=1",
     "solo_1t": "(g) normlab solo, CSV, 1 thread",
     "solo_cores": "(h) normlab solo, CSV, all cores' threads",
     "raw_1t": "(i) raw PyTorch loop, 1 thread: one core's limit",
@@ -36,8 +35,6 @@ NORMLAB_OVERRIDES = {
     "instruments": ["logger=wandb", "callbacks=instruments"],
     # Santurkar's measures at their default cadence (every 100 steps, 500 probe examples)
     "landscape": ["logger=wandb", "callbacks=landscape"],
-    # (b) with one optimizer step per Lightning batch: what the step chunks are worth
-    "one_step": ["logger=wandb", "steps_per_call=1"],
     # the thread policy, decided by measurement: one small model on 1 thread vs all cores
     "solo_1t": ["threads=1"],
     "solo_cores": [],  # threads: the policy's default, all cores for one job

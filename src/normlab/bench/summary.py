@@ -18,6 +18,7 @@ SWEEP_TARGET = 1.6  # parallel launcher vs serial, wall time
 # issue 15: stacked launcher vs the parallel one and vs serial (wall time)
 STACKED_SWEEP_TARGETS = (("parallel launcher", 1.6), ("serial (basic launcher)", 2.5))
 STACKED_LIMIT_TARGET = 0.75  # (j) member-steps/s vs the raw loop at 1 thread x cores
+GRID_SECONDS = 180.0  # the 1,024-cell grid through the CLI, report included
 STACKED_MEMORY_BOUND = 2.0  # (k) 48-member stack's peak RSS vs a solo run's (g), at most
 
 
@@ -69,8 +70,13 @@ def paired_ratio(
     return median(ratios) if ratios else None
 
 
-def targets(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets that these measurements can decide, each with its verdict."""
+def targets(
+    runs: list[dict[str, Any]],
+    sweeps: list[dict[str, Any]],
+    scaling: dict[str, Any] | None = None,
+    grid: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The targets that these measurements can decide, each with its verdict."""
     by_case: dict[str, dict[int, dict[str, Any]]] = {}
     for run in runs:
         by_case.setdefault(run["case"], {})[run["repeat"]] = run
@@ -82,6 +88,25 @@ def targets(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[di
                 {"target": description, "measured": ratio, "at_least": least, "met": ratio >= least}
             )
     checks += stacked_targets(by_case, sweeps)
+    if scaling is not None:
+        medians = scaling["medians"]
+        largest = max(int(key.split("/")[1]) for key in medians if key.startswith("plain/"))
+        ratio = medians[f"tiny/{largest}"] / medians[f"plain/{largest}"]
+        checks.append(
+            _check(f"member scaling: normlab vs a plain vectorized step, M={largest}", ratio, 0.7)
+        )
+    if grid is not None:
+        checks.append(
+            {
+                "target": f"{grid['cells']}-cell grid, all cells complete (wall s)",
+                "measured": grid["wall_s"],
+                "at_most": GRID_SECONDS,
+                "unit": " s",
+                "met": grid["wall_s"] <= GRID_SECONDS
+                and grid["complete_cells"] == grid["cells"]
+                and grid["report"],
+            }
+        )
     parallel = next((row for row in sweeps if row["variant"] == "parallel launcher"), None)
     if parallel is not None:
         checks.append(
@@ -186,11 +211,14 @@ def targets_table(checks: list[dict[str, Any]]) -> str:
     """The targets as a Markdown table."""
     lines = ["| target | measured | bound | met |", "|---|---:|---:|---|"]
     for check in checks:
+        unit = check.get("unit", "x")
         bound = (
-            f">= {check['at_least']:.2f}x" if "at_least" in check else f"<= {check['at_most']:.2f}x"
+            f">= {check['at_least']:.2f}{unit}"
+            if "at_least" in check
+            else f"<= {check['at_most']:.2f}{unit}"
         )
         lines.append(
-            f"| {check['target']} | {check['measured']:.2f}x | {bound} "
+            f"| {check['target']} | {check['measured']:.2f}{unit} | {bound} "
             f"| {'yes' if check['met'] else 'NO'} |"
         )
     return "\n".join(lines)

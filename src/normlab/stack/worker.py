@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 from normlab.utils.process_exit import freeze_heap_for_exit
 
@@ -34,18 +35,25 @@ def typed_config(resolved: dict) -> DictConfig:
 
 
 def typed_configs(resolved: list[dict]) -> list[DictConfig]:
-    """`typed_config` of every member's config. The schema merge (tens of ms) is made once per
-    stack: each member is a copy of the first one's typed config with its own groups and
-    values (the top-level entries where it differs) set again."""
+    """`typed_config` of every member's config. The whole schema merge (tens of ms) is made
+    once per stack: each member is a copy of the first one's typed config whose top-level
+    entries that differ (its own groups and values) are typed again on their own."""
     import copy
 
+    from normlab.config.schema import TrainConfig
+
+    schema = OmegaConf.structured(TrainConfig)
     first = typed_config(resolved[0])
     configs = [first]
     for tree in resolved[1:]:
         cfg = copy.deepcopy(first)
         for key, value in tree.items():
-            if value != resolved[0].get(key):
-                cfg[key] = value
+            if value == resolved[0].get(key):
+                continue
+            try:
+                cfg[key] = value  # a value, or an untyped group (optimizer, model)
+            except ValidationError:  # a typed group (norm, regularizer, ...): typed anew
+                cfg[key] = OmegaConf.merge(schema[key], value)
         configs.append(cfg)
     return configs
 

@@ -205,12 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     studies = [study for study in chosen if study in STUDIES]
     env, before = child_env(), machine()
     print(
-        f"{len(cases)} cases x {args.repeats} repetitions x {args.steps} steps on "
-        f"{before['cores']} cores ({before['cpu']}), load average {before['load_average']}",
+        f"{len(cases)} cases x {args.repeats} repetitions x {args.steps} steps and "
+        f"{', '.join(studies) or 'no studies'} on {before['cores']} cores ({before['cpu']}), "
+        f"load average {before['load_average']}",
         flush=True,
     )
     runs = []
-    for repeat in range(args.repeats):
+    for repeat in range(args.repeats if cases else 0):
         shift = repeat % len(cases)
         for case in cases[shift:] + cases[:shift]:
             run = run_worker(case, args.steps, args.threads, env)

@@ -200,8 +200,8 @@ class StackedLauncher(Launcher):
         if self.backend == "slurm":  # each stack gets its own allocation: its mem_gb
             gigabytes = (self.slurm or {}).get("mem_gb")
             available = int(gigabytes * 2**30) if gigabytes else None
-        else:
-            available = available_bytes(on_gpu)
+        else:  # `auto` asks for a GPU only where there is one
+            available = available_bytes(on_gpu and _gpu_count() > 0)
         first = stackable[0]
         fit = members_that_fit(first.cfg, first.resolved, at_once, available) if available else None
         if fit is None:

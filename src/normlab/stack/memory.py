@@ -47,12 +47,15 @@ def member_bytes(cfg, resolved: dict[str, Any]) -> int | None:
     input_shape, classes = shape
     network = build_model(cfg, input_shape, classes)
     parameters = sum(p.numel() for p in network.parameters())
-    # the outputs of every linear and conv layer (their weights' first dimension)
-    features = sum(p.shape[0] for p in network.parameters() if p.dim() >= 2)
-    spatial = math.prod(input_shape[1:]) if len(input_shape) == 3 else 1
+    # the outputs of every linear layer, and of every conv layer over the input's pixels (an
+    # upper bound: pooling only shrinks them)
+    pixels = math.prod(input_shape[1:]) if len(input_shape) == 3 else 1
+    outputs = sum(
+        p.shape[0] * (pixels if p.dim() == 4 else 1) for p in network.parameters() if p.dim() >= 2
+    )
     batch = resolved["data"]["batch_size"]
     examples = 3 * batch + resolved["data"]["eval_batch_size"]  # saved for backward; evaluation
-    activations = features * spatial * examples
+    activations = outputs * examples
     return 4 * (STATE_COPIES * parameters + activations) + MEMBER_OVERHEAD_BYTES
 
 

@@ -70,7 +70,9 @@ class LoopTimer(pl.Callback):
         self.meter.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        acc = pl_module.latest.get("val/acc")  # every member's: their mean
+        # normlab's module keeps every member's (their mean); a plain module logs a scalar
+        metrics = getattr(pl_module, "latest", trainer.callback_metrics)
+        acc = metrics.get("val/acc")
         self.meter.stop(
             trainer.global_step - self._first_step, float(acc.mean()) if acc is not None else None
         )

@@ -2,7 +2,7 @@
 # normlab's GPU paths on this machine's GPU (`make gpu-check`, or after `make install`):
 # `python -m normlab.gpu_check` in one process, each check a number against a reference (CPU vs
 # GPU losses, stacked vs solo, two deterministic runs, SIGTERM and resume), on data that needs
-# no network. Prints the versions and one PASS / FAIL / SKIP / TODO line per check, writes a
+# no network. Prints the versions and one PASS / FAIL / SKIP line per check, writes a
 # JSON summary. Exit: 0 passed; 1 a check failed; 2 normlab cannot be imported; 3 no GPU to
 # check (nvidia-smi lists GPUs torch cannot see, or none and no --allow-cpu); 4 the 9.5-minute
 # deadline ran out. Arguments go to the module: --allow-cpu, --json FILE, --work DIR, --only RE.

@@ -278,3 +278,13 @@ def test_a_run_shorter_than_the_validation_cadence_validates_at_its_last_step(ru
     assert result["val/acc_best"] is not None  # trainer.val_check_interval is 500
     validated = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/acc"])
     assert validated["step"].tolist() == [29]  # once, at the last step (0-based)
+
+
+def test_16_mixed_cells_train_one_at_a_time(compose_cfg, tmp_path):
+    from normlab.config.errors import ConfigError
+    from normlab.stack.plan import solo_reason
+
+    cfg = compose_cfg("data=synthetic", "trainer=gpu", "trainer.precision=16-mixed")
+    assert "16-mixed scales one loss for the whole stack" in solo_reason(cfg, tmp_path)
+    with pytest.raises(ConfigError, match="one loss scale for several members"):
+        train_members([cfg, cfg], [tmp_path / "a", tmp_path / "b"], tmp_path / "stack")

@@ -25,6 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
+from normlab.config.errors import ConfigError
 from normlab.config.validate import SEED_KEYS, check_seeds, validate
 from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
@@ -179,6 +180,13 @@ def train_members(
 def _validate_members(cfgs: Sequence[DictConfig], resolved: Sequence[dict]) -> None:
     """Every member's config checked (ConfigError on the first mistake). Members whose configs
     differ only in their seeds share one full check: a seed's one rule is its bound."""
+    precision = str(cfgs[0].trainer.precision)
+    if len(cfgs) > 1 and precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision={precision}: one loss scale for several members would skip "
+            "every member's step on one member's overflow; train such cells one at a time "
+            "(the stacked launcher does)"
+        )
     checked: set[str] = set()
     for cfg, tree in zip(cfgs, resolved, strict=True):
         key = json.dumps({k: v for k, v in tree.items() if k not in SEED_KEYS}, sort_keys=True)

@@ -24,6 +24,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from normlab.bench.cases import compose_config
+from normlab.bench.plain_members import synchronize
 
 TINY_MLP = [
     "data=mnist1d",
@@ -56,10 +57,12 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == WARMUP:
+            synchronize(pl_module.device)
             self.start, self.first = time.perf_counter(), trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.start is not None:
+            synchronize(pl_module.device)
             self.seconds = time.perf_counter() - self.start
             self.steps = trainer.global_step - self.first
 
@@ -86,8 +89,8 @@ def normlab_rate(base: list[str], members: int, steps: int) -> float:
     return timer.steps * members / timer.seconds
 
 
-def plain_rate(members: int, steps: int) -> float:
-    """Member-steps/s of the plain vectorized step of the tiny MLP."""
+def plain_rate(members: int, steps: int, device: str = "cpu") -> float:
+    """Member-steps/s of the plain vectorized step of the tiny MLP on `device` (cpu, gpu)."""
     from normlab.bench.plain_members import plain_member_steps
     from normlab.data.datamodule import ResidentDataModule
 
@@ -95,6 +98,8 @@ def plain_rate(members: int, steps: int) -> float:
     datamodule = ResidentDataModule(cfg.data, Path(cfg.paths.data_dir), 0)
     datamodule.setup()
     x, y = datamodule.tensors["train"]
+    if device == "gpu":
+        x, y = x.cuda(), y.cuda()
     measured = plain_member_steps(
         x,
         y,

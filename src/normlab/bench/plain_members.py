@@ -36,6 +36,7 @@ def plain_member_steps(
     """Train M members of the MLP `x.shape[1]`-`widths`-`classes` for `warmup` + `steps` steps
     on random batches of (x, y); the seconds and member-steps of the last `steps`."""
     generator = torch.Generator().manual_seed(0)
+    device = x.device
     layers, fan_in = [], x.shape[1]
     for width in widths:
         weight, _ = _linear(members, fan_in, width, generator)  # no bias before batch norm
@@ -45,18 +46,26 @@ def plain_member_steps(
         fan_in = width
     head_weight, head_bias = _linear(members, fan_in, classes, generator)
     parameters = [p for layer in layers for p in layer] + [head_weight, head_bias]
+    parameters = [p.detach().to(device).requires_grad_() for p in parameters]
+    layers = [tuple(parameters[3 * i : 3 * i + 3]) for i in range(len(widths))]
+    head_weight, head_bias = parameters[-2:]
     buffers = [torch.zeros_like(p) for p in parameters]
-    stats = [(torch.zeros(members * w), torch.ones(members * w)) for w in widths]
+    stats = [
+        (torch.zeros(members * w, device=device), torch.ones(members * w, device=device))
+        for w in widths
+    ]
     # member-wise settings (here all equal, as tensors: the cost of a real member-wise step)
-    rates = torch.full((members, 1), lr)
-    momenta = torch.full((members, 1), momentum)
-    smoothings = torch.full((members, 1), smoothing)
-    norms_allowed = torch.full((members, 1), max_norm)
+    rates = torch.full((members, 1), lr, device=device)
+    momenta = torch.full((members, 1), momentum, device=device)
+    smoothings = torch.full((members, 1), smoothing, device=device)
+    norms_allowed = torch.full((members, 1), max_norm, device=device)
     total_steps = warmup + steps
     indices = torch.randint(0, len(y), (total_steps, members, batch_size), generator=generator)
+    indices = indices.to(device)
     start = time.perf_counter()
     for step in range(total_steps):
         if step == warmup:
+            synchronize(device)
             start = time.perf_counter()
         batch = indices[step]
         h = x[batch].transpose(1, 2)  # [M, F, B]
@@ -80,5 +89,12 @@ def plain_member_steps(
             for p, grad, buffer in zip(parameters, grads, buffers, strict=True):
                 buffer.view(members, -1).mul_(momenta).add_(grad * clip)
                 p.view(members, -1).sub_(buffer.view(members, -1) * rates)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"loop_s": seconds, "member_steps": steps * members}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU kernels, so a timing holds its own steps' work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,7 +1,7 @@
 """The GPU check's checks: each trains through normlab's public entry points and measures a
 number against a reference (another device, the solo runs, a second run, an uninterrupted
-run). A check returns what it measured, or raises `Mismatch` (FAIL), `Skipped` (it cannot run
-here, with the reason) or `NotWritten` (a marked place for a check still to come)."""
+run). A check returns what it measured, or raises `Mismatch` (FAIL) or `Skipped` (it cannot
+run here, with the reason)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,6 @@ class Mismatch(AssertionError):
 
 class Skipped(Exception):
     """The check cannot run on this machine; the message says why."""
-
-
-class NotWritten(Exception):
-    """A place left for a check that is not written yet."""
 
 
 def require(ok: bool, message: str) -> None:
@@ -158,15 +154,67 @@ def ddp_parity(runner: Runner) -> dict[str, Any]:
     return {"ranks": 2, "max_rel_diff": difference, "limit": limit}
 
 
+# fp16 autocast against float32 on the same GPU: rounding, not a different run
+MIXED_RTOL = 2e-2
+SCALING_COUNTS = (1, 12, 48, 256, 1024)
+
+
 def mixed_precision_stack(runner: Runner) -> dict[str, Any]:
-    """For the core's stack rewrite: a 16-mixed stack with one member at lr=50 (it diverges)
-    whose healthy members follow their solo runs."""
-    raise NotWritten("a 16-mixed stack with one member at lr=50: to be written with the core")
+    """16-mixed cells train solo (one loss scale for a stack would skip every member's step on
+    one member's overflow): the launcher plans them solo, a stack of them is refused, a healthy
+    16-mixed run follows its float32 run, and one at lr=50 fails on its own."""
+    from normlab.config.errors import ConfigError
+    from normlab.stack.plan import solo_reason
+
+    if runner.device != "gpu":
+        raise Skipped("16-mixed autocasts on CUDA: needs a GPU")
+    healthy = [*DIGITS, "trainer.max_steps=200"]
+    reason = solo_reason(runner.config([*healthy, "trainer.precision=16-mixed"]), runner.work)
+    require(reason is not None and "16-mixed" in reason, f"planned into a stack ({reason})")
+    try:
+        runner.train_stack("mixed/stack", [[*healthy, "trainer.precision=16-mixed"]] * 2)
+    except ConfigError:
+        pass
+    else:
+        raise Mismatch("a 16-mixed stack of two trained; it must be refused")
+    _, full_dir = runner.train("mixed/float32", healthy)
+    _, mixed_dir = runner.train("mixed/16-mixed", [*healthy, "trainer.precision=16-mixed"])
+    difference = max_relative_difference(logged_losses(mixed_dir), logged_losses(full_dir))
+    require(difference <= MIXED_RTOL, f"16-mixed train/loss off by {difference:.2e} relative")
+    wild, _ = runner.train(
+        "mixed/lr50", [*healthy, "trainer.precision=16-mixed", "optimizer.lr=50"]
+    )
+    return {"max_rel_diff": difference, "limit": MIXED_RTOL, "lr50_status": wild["status"]}
 
 
 def member_scaling(runner: Runner) -> dict[str, Any]:
-    """For the core's stack rewrite: member-steps/s at M = 1, 12, 48, 256, 1024 members."""
-    raise NotWritten("the member-scaling speed table: to be written with the core")
+    """Member-steps/s of the tiny MLP at M = 1, 12, 48, 256, 1024 on this device, against a
+    plain vectorized step at 1,024 (normlab.bench.member_scaling): the member axis must scale
+    (M = 1,024 at least 5x M = 1)."""
+    from normlab.bench.member_scaling import TINY_MLP, normlab_rate, plain_rate, steps_for
+
+    trainer = runner_trainer(runner)
+    budget = 60_000 if runner.device == "gpu" else 6_000  # member-steps a run: seconds each
+    rates = {
+        members: normlab_rate([*TINY_MLP, *trainer], members, steps_for(members, budget))
+        for members in SCALING_COUNTS
+    }
+    plain = plain_rate(SCALING_COUNTS[-1], steps_for(SCALING_COUNTS[-1], budget), runner.device)
+    gain = rates[SCALING_COUNTS[-1]] / rates[1]
+    require(gain >= 5, f"M=1024 runs only {gain:.1f}x the member-steps/s of M=1")
+    return {
+        "member_steps_per_s": rates,
+        "plain_1024": plain,
+        "normlab_vs_plain_1024": rates[SCALING_COUNTS[-1]] / plain,
+        "gain_1_to_1024": gain,
+    }
+
+
+def runner_trainer(runner: Runner) -> list[str]:
+    """The trainer overrides of the runner's device."""
+    from normlab.gpu_check.runs import TRAINERS
+
+    return TRAINERS[runner.device]
 
 
 CHECKS: dict[str, Callable[[Runner], dict[str, Any]]] = {

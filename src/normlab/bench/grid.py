@@ -44,16 +44,16 @@ def time_grid(seeds: int, steps: int, env: dict[str, str]) -> dict[str, Any]:
             f"trainer.max_steps={steps}",
             f"paths.output_dir={root}",
         ]
+        log = Path(root) / "grid.log"  # a file, not a pipe: nothing waits on a reader
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        parent_cpu = 0.0
-        while process.poll() is None:  # the parent's own CPU, read until it exits
-            parent_cpu = _cpu_seconds(process.pid) or parent_cpu
-            time.sleep(0.5)
+        with log.open("w") as out:
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            parent_cpu = 0.0
+            while process.poll() is None:  # the parent's own CPU, read until it exits
+                parent_cpu = _cpu_seconds(process.pid) or parent_cpu
+                time.sleep(0.5)
         wall = time.perf_counter() - started
-        output = process.stdout.read()
+        output = log.read_text()
         if process.returncode != 0:
             raise RuntimeError(f"grid sweep failed ({process.returncode}):\n{output[-3000:]}")
         cells = [p.parent for p in Path(root).glob("multirun/*/*/*/result.json")]

@@ -14,6 +14,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from normlab.utils.threads import apply_thread_policy, threads_per_rank
 from normlab.utils.user_code import user_code
 
 log = logging.getLogger("normlab")
+LOGGER_THREADS = 4  # members' W&B runs opened at once
 # config.yaml as OmegaConf.to_yaml writes it, through libyaml's dumper where PyYAML has it
 YAML_STYLE = {
     "Dumper": getattr(yaml, "CSafeDumper", yaml.SafeDumper),
@@ -121,7 +123,6 @@ def train_members(
         _write_run_folders(cfgs, resolved, run_dirs, stack_dir, seeds, threads)
     datamodule = build_datamodule(lead.data, Path(lead.paths.data_dir), [s.data for s in seeds])
     datamodule.setup()
-    module = _build_module(cfgs, seeds, datamodule, resolved)
     checkpoint = last_checkpoint(stack_dir)
     resumed_at = checkpoint_step(checkpoint) if checkpoint.is_file() else None
     earlier_rows = (
@@ -129,20 +130,28 @@ def train_members(
         if resumed_at is not None and rank_zero
         else None
     )
-    member_loggers = [
-        build_loggers(
-            cfg.logger,
-            run_dir,
-            run_dir.name,
-            cfg.name,
-            list(cfg.tags),
-            config,
-            resumed_at,
-            earlier_rows[member] if earlier_rows is not None else None,
-            requirements=member == 0,
-        )
-        for member, (cfg, run_dir, config) in enumerate(zip(cfgs, run_dirs, resolved, strict=True))
-    ]
+    with ThreadPoolExecutor(LOGGER_THREADS) as pool:
+        # each member's W&B run starts while the networks are built: a run's start waits on
+        # W&B's service process for much of its time, which threads and the build overlap
+        opening = [
+            pool.submit(
+                build_loggers,
+                cfg.logger,
+                run_dir,
+                run_dir.name,
+                cfg.name,
+                list(cfg.tags),
+                config,
+                resumed_at,
+                earlier_rows[member] if earlier_rows is not None else None,
+                requirements=member == 0,
+            )
+            for member, (cfg, run_dir, config) in enumerate(
+                zip(cfgs, run_dirs, resolved, strict=True)
+            )
+        ]
+        module = _build_module(cfgs, seeds, datamodule, resolved)
+        member_loggers = _opened(opening)
     trainer = _build_trainer(lead, cfgs, stack_dir, member_loggers, extra_callbacks)
     requeue = preemption_requeue()  # before the fit, which takes the signals
     status, problem = "completed", {}
@@ -175,6 +184,11 @@ def train_members(
     if status == "preempted":
         requeue()  # every file is closed and written: under SLURM the job goes back in the queue
     return results
+
+
+def _opened(opening: Sequence[Future]) -> list[list]:
+    """Each member's loggers, once all have opened."""
+    return [future.result() for future in opening]
 
 
 def _validate_members(cfgs: Sequence[DictConfig], resolved: Sequence[dict]) -> None:

@@ -24,7 +24,7 @@ COSTS = (
     ("config checked", "_validate_members"),
     ("config.yaml + provenance.json", "_write_run_folders"),
     ("network built and initialized", "seeded_network"),
-    ("W&B run opened (+ CSV logger)", "build_loggers"),
+    ("W&B run opened (+ CSV logger; 4 at once, beside the network build)", "_opened"),
     ("W&B run closed", "finish_wandb"),
     ("result.json", "write_json_atomic"),
 )

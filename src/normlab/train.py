@@ -25,6 +25,7 @@ from normlab.sweep import (
     SWEEP_KEY_ENV,
     SWEPT_KEYS_ENV,
     CellLock,
+    StoppedBySignal,
     cell_score,
     record_failure,
     run_cell,
@@ -96,11 +97,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if lock is not None:
             lock.release()
     if result["status"] != "completed":
-        # diverged: exit 3; preempted (SIGTERM, e.g. SLURM): 143 like a terminated process
+        # diverged: exit 3; preempted: the signal's status (143 SIGTERM, 130 SIGINT), like a
+        # process that signal ended
         print(
             f"normlab: {result['status']}: {result['error']} (run_dir={run_dir})", file=sys.stderr
         )
-        sys.exit(3 if result["status"] == "diverged" else 143)
+        if result["status"] == "diverged":
+            sys.exit(3)
+        raise StoppedBySignal(result.get("signal", "SIGTERM"))
     best = result["val/acc_best"]
     print(
         f"test/acc={result['test/acc']:.4f} test/loss={result['test/loss']:.4f} "

@@ -116,7 +116,8 @@ def _quoted(value: str) -> str:
 
 def _tell(study, trial, job) -> None:
     """Tell a job's outcome: pruned, or its score (0.0 for a failed cell); a job that raised
-    outside its cell (a framework error) fails the trial and stops the sweep."""
+    outside its cell (a framework error) fails the trial and stops the sweep. A preempted trial
+    is never told as a value: it fails and is asked again, and its cell resumes."""
     from hydra.core.utils import JobStatus
     from optuna.trial import TrialState
 
@@ -127,8 +128,13 @@ def _tell(study, trial, job) -> None:
         job.return_value  # noqa: B018  (raises the job's error, with its traceback)
     cell = Path(job.hydra_cfg.hydra.runtime.output_dir)
     trial.set_user_attr("cell", str(cell))
-    if cell_status(cell) == "pruned":
+    status = cell_status(cell)
+    if status == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
+    elif status == "preempted":
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        log.warning("trial %d was preempted: asked again", trial.number)
     else:
         study.tell(trial, float(job.return_value))
 

@@ -222,6 +222,7 @@ class StackedLauncher(Launcher):
     def _run_stacks(self, stacks, sweep_dir: Path, jobs: int, warm: _WarmWorkers) -> None:
         """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""
         from normlab.analysis.progress import sweep_progress
+        from normlab.sweep import stop_on
         from normlab.utils.gpus import visible_gpu_ids
         from normlab.utils.threads import available_cores
 
@@ -238,12 +239,12 @@ class StackedLauncher(Launcher):
         running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, stack size)
         stopping = {"signal": None}
 
-        def forward(signum, frame):  # a preempted sweep stops its stacks at resume-safe points
+        def forward(signum, frame):  # a stopped sweep stops its stacks at resume-safe points
             stopping["signal"] = signum
             for process, _ in running.values():
                 process.send_signal(signum)
 
-        stop_signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         previous = {signum: signal.signal(signum, forward) for signum in stop_signals}
         try:
             while pending or running:
@@ -274,6 +275,8 @@ class StackedLauncher(Launcher):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if stopping["signal"]:  # the stacks saved their checkpoints: the sweep stops
+            stop_on(signal.Signals(stopping["signal"]).name)
 
     def _submit_stacks(self, stacks, sweep_dir: Path) -> None:
         """Each stack as one element of a SLURM job array (submitit), then wait for them all."""

@@ -60,6 +60,7 @@ def typed_configs(resolved: list[dict]) -> list[DictConfig]:
 
 def run_stack(spec: dict) -> int:
     """Train the spec's members that still need it; return how many trained."""
+    from normlab.paths import last_checkpoint
     from normlab.pipeline import train_members
     from normlab.stack.plan import stack_name
     from normlab.sweep import (
@@ -91,9 +92,10 @@ def run_stack(spec: dict) -> int:
         if spec["threads"] is not None:  # null (a SLURM job): the thread policy decides
             for cfg in cfgs:
                 cfg.threads = spec["threads"]
+        resumes = last_checkpoint(stack_dir).is_file()
         for run_dir in run_dirs:
             if cell_status(run_dir) == "failed":
-                archive_attempt(run_dir)
+                archive_attempt(run_dir, resumes=resumes)
         log.info("stack of %d members: %s", len(cfgs), stack_dir)
         train_members(list(cfgs), list(run_dirs), stack_dir)
     except Exception as exc:  # recorded in every member's cell, reported by `normlab.report`

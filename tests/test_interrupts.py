@@ -186,7 +186,8 @@ def test_a_preempted_trial_fails_and_is_asked_again_never_told_as_a_value(tmp_pa
     from hydra_plugins.normlab_optuna.sweeper import _tell
 
     study = optuna.create_study()
-    trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.01, 1.0)})
+    space = {"lr": optuna.distributions.FloatDistribution(0.01, 1.0)}
+    trial = study.ask(space)
     cell = tmp_path / "cell"
     cell.mkdir()
     (cell / "result.json").write_text(json.dumps({"status": "preempted", "signal": "SIGTERM"}))
@@ -198,5 +199,5 @@ def test_a_preempted_trial_fails_and_is_asked_again_never_told_as_a_value(tmp_pa
     _tell(study, trial, job)
     # not COMPLETE with 0.0: failed, and its parameters queued to be asked again
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
-    again = study.ask()
+    again = study.ask(space)
     assert again.params == trial.params  # asked again: the same cell, which resumes

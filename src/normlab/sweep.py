@@ -360,9 +360,12 @@ def run_cell(cfg, run_dir: Path) -> float | None:
     so one bad cell does not stop the sweep."""
     import traceback
 
+    from omegaconf import OmegaConf
+
     from normlab.analysis.progress import sweep_progress
     from normlab.paths import last_checkpoint
     from normlab.pipeline import train
+    from normlab.reuse import reuse_if_found
     from normlab.utils.gpus import own_gpu
     from normlab.utils.ranks import is_global_zero
     from normlab.utils.threads import parallel_jobs
@@ -371,6 +374,11 @@ def run_cell(cfg, run_dir: Path) -> float | None:
     if finished is not None:
         log.info("already %s, skipped: %s", finished.get("status"), run_dir)
         return finished.get("val/acc_best")
+    if is_global_zero(cfg.trainer):  # a finished cell of an earlier sweep (normlab.reuse)
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        reused = reuse_if_found(resolved, run_dir)
+        if reused is not None:
+            return reused.get("val/acc_best")
     if not is_global_zero(cfg.trainer):  # another SLURM task of this cell: rank 0 keeps the books
         return train(cfg, run_dir)["val/acc_best"]
     lock = CellLock(run_dir)

@@ -21,6 +21,7 @@ from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR, CONFIG_SEARCH_PATH
+from normlab.reuse import REUSE_ENV
 from normlab.sweep import (
     SWEEP_KEY_ENV,
     SWEPT_KEYS_ENV,
@@ -128,6 +129,9 @@ def parse_command_line(args: list[str]) -> tuple[str | None, list[str]]:
 
 def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
+    if "--no-reuse" in sys.argv:  # normlab's own flag: train every cell of a sweep again
+        sys.argv.remove("--no-reuse")
+        os.environ[REUSE_ENV] = "0"
     args = sys.argv[1:]
     user_config_dir, overrides = parse_command_line(args)
     multirun = bool({"-m", "--multirun"}.intersection(args))

@@ -112,6 +112,7 @@ class StackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        from normlab.reuse import reuse_if_found
         from normlab.stack.plan import plan_stacks, solo_reason
         from normlab.sweep import cell_score, finished_result
 
@@ -143,6 +144,8 @@ class StackedLauncher(Launcher):
                 status = finished_result(cell.run_dir)["status"]
                 log.info("already %s, skipped: %s", status, cell.run_dir)
                 continue
+            if reuse_if_found(cell.resolved, cell.run_dir) is not None:
+                continue  # a finished cell of an earlier sweep (normlab.reuse)
             reason = solo_reason(sweep_config, cell.run_dir)
             if reason and reason.startswith("multi-device") and self.backend == "slurm":
                 raise ValueError(

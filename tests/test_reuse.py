@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import normlab
 from normlab.reuse import FinishedCells, reuse, reuse_if_found
 
@@ -48,6 +50,7 @@ def test_growing_a_sweep_by_a_seed_trains_only_the_new_cell(cli_env, tmp_path):
     assert len(third) == 3 and not [r for r in third.values() if "reused_from" in r]
 
 
+@pytest.mark.slow  # two sweeps through the CLI: ~10 s (the rule in-process: below)
 def test_no_reuse_trains_every_cell_again(cli_env, tmp_path):
     assert normlab("normlab.train", *GRID, "seed=0", env=cli_env).returncode == 0
     done = normlab("normlab.train", *GRID, "seed=0,1", "--no-reuse", env=cli_env)
@@ -91,3 +94,10 @@ def test_a_reused_cell_reads_as_a_normal_cell_folder(run_training, tmp_path):
     for name in ("metrics.csv", "config.yaml", "provenance.json"):
         assert (new / name).read_bytes() == (original / name).read_bytes()
     assert sys.platform != "win32"  # links: POSIX file systems
+
+
+def test_with_reuse_off_a_match_is_trained_again(run_training, tmp_path, monkeypatch):
+    _, config, _ = finished_cell(run_training, tmp_path, "cell")
+    new = tmp_path / "outputs" / "multirun" / "x" / "grown" / "cell"
+    monkeypatch.setenv("NORMLAB_REUSE", "0")  # what --no-reuse sets
+    assert reuse_if_found(config, new) is None and not new.exists()

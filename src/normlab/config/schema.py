@@ -333,7 +333,7 @@ class ShiftConfig:
 
 @dataclass
 class InstrumentsConfig:
-    """Probe-batch statistics of activations, gradients and norm layers (issue 3)."""
+    """Probe-batch statistics of activations, gradients and norm layers (callbacks=instruments)."""
 
     every_n_steps: int = bounded(100, ge=1)  # record at optimizer steps 0, N, 2N, ...
     probe_size: int = bounded(500, ge=2)  # the first examples of the validation split

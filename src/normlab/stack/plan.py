@@ -157,8 +157,8 @@ def plan_stacks(cells: Sequence[Cell], max_members: int, jobs: int) -> list[Stac
     model, measured by `make bench`).
 
     A split deals the kind-sorted members out in turn, so every part gets its share of each
-    kind (a batch-norm member costs more per step than a norm-free one: the ablation's halves
-    used to finish 4 s apart) and keeps them side by side."""
+    kind (a batch-norm member costs more per step than a norm-free one: parts holding one kind
+    each would finish apart) and keeps them side by side."""
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(stack_key(cell.resolved), []).append(cell)

@@ -67,8 +67,8 @@ def _wandb_logger(
     mode = wandb_mode(wandb_cfg.mode)
     if mode == "offline":
         # The run's mode alone leaves W&B's process-wide telemetry on: its first log builds
-        # an OpenTelemetry exporter (~0.1 s inside the training loop, two threads that post
-        # to api.wandb.ai). Offline settings for the process turn it off.
+        # an OpenTelemetry exporter inside the training loop, with threads that post to
+        # api.wandb.ai. Offline settings for the process turn it off.
         wandb.setup(settings=wandb.Settings(mode="offline"))
     sweep_key = os.environ.get(SWEEP_KEY_ENV)  # set by `normlab-train -m`: the sweep's name
     logger = WandbLogger(

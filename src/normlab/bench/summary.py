@@ -123,7 +123,7 @@ def targets(
 def stacked_targets(
     by_case: dict[str, dict[int, dict[str, Any]]], sweeps: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Issue 15's targets: the stacked sweep's speed-ups, (j) against the CPU limit, (k)'s
+    """The stacked targets: the stacked sweep's speed-ups, (j) against the CPU limit, (k)'s
     memory against a solo run's."""
     checks = []
     stacked = next((row for row in sweeps if row["variant"] == "stacked launcher"), None)

@@ -2,6 +2,8 @@
 
 import itertools
 import shutil
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -208,3 +210,13 @@ def test_presets_take_a_gpu_where_there_is_one_and_keep_an_explicit_trainer(comp
     assert compose_cfg(preset).trainer.accelerator == "auto"
     assert compose_cfg(preset, "trainer=gpu").trainer.accelerator == "gpu"
     assert compose_cfg(preset, "trainer=cpu").trainer.accelerator == "cpu"
+
+
+def test_importing_the_config_checks_loads_no_torch():
+    # the CLI's precheck and a sweep's parent import these before anything heavy
+    code = (
+        "import sys, normlab.config.precheck, normlab.config.validate, normlab.config.schema; "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

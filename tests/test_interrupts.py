@@ -18,8 +18,9 @@ import pytest
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
+from normlab.cell import run_cell
 from normlab.pipeline import train
-from normlab.sweep import record_failure, run_cell
+from normlab.sweep import record_failure
 
 LONG_CELLS = [
     "data=synthetic",

@@ -26,8 +26,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
+from normlab.config.bounds import SEED_KEYS, check_seeds
 from normlab.config.errors import ConfigError
-from normlab.config.validate import SEED_KEYS, check_seeds, validate
+from normlab.config.validate import validate
 from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed

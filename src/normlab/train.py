@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from normlab.cell import run_cell
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
@@ -29,7 +30,6 @@ from normlab.sweep import (
     StoppedBySignal,
     cell_score,
     record_failure,
-    run_cell,
     sweep_key,
     swept_keys,
 )

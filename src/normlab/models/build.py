@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from normlab.config.bounds import check_bounds
 from normlab.config.errors import ConfigError
 from normlab.config.targets import import_target
 from normlab.models.activations import activation_from_config
@@ -93,7 +94,6 @@ def _takes_any(network: Callable) -> bool:
 def network_arguments(model_cfg: DictConfig, network: Callable) -> dict:
     """The network's own arguments: the keys of `model` but `_target_`, typed and bounded by
     the class's `config_schema` dataclass when it has one."""
-    from normlab.config.validate import check_bounds
 
     schema = getattr(network, "config_schema", None)
     typed = model_cfg

@@ -145,8 +145,12 @@ def test_missing_fashion_mnist_says_how_to_get_it(run_training, tmp_path):
         run_training("trainer=debug", f"data.root={tmp_path / 'empty'}")
 
 
-def test_readme_option_table_matches_conf():
-    readme = (REPO_DIR / "README.md").read_text()
+@pytest.mark.parametrize(
+    ("document", "row_start"),
+    [("README.md", "| `{group}` |"), ("docs/configuration.md", "| {group} |")],
+)
+def test_the_option_tables_match_conf(document, row_start):
+    text = (REPO_DIR / document).read_text()
     for group in (
         "data",
         "model",
@@ -160,12 +164,11 @@ def test_readme_option_table_matches_conf():
         "logger",
         "callbacks",
     ):
-        row = next(
-            (line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None
-        )
-        assert row is not None, f"README lacks a table row for {group}"
+        start = row_start.format(group=group)
+        row = next((line for line in text.splitlines() if line.startswith(start)), None)
+        assert row is not None, f"{document} lacks a table row for {group}"
         listed = {cell.strip(" `") for cell in row.split("|")[3].split(",")}
-        assert listed == set(options(group)), group
+        assert listed == set(options(group)), (document, group)
 
 
 def test_a_key_added_after_composition_is_refused_before_training(compose_cfg):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 from matplotlib.figure import Figure
 
-from normlab.analysis.figure_files import FigureOptions, save_figure
+from normlab.analysis.figure_files import FigureOptions, configuration_legend, save_figure
 from normlab.analysis.landscape_figures import (
     plot_ics_cos,
     plot_ics_l2,
@@ -64,13 +64,10 @@ def plot_curve(
         low, high = band(table, band_kind)
         axis.fill_between(table.index, low, high, color=line[0].get_color(), alpha=0.2, linewidth=0)
     name = "validation accuracy" if metric == VAL_ACC else metric
-    axis.set(
-        xlabel="steps",
-        ylabel=name,
-        title=f"{name[0].upper()}{name[1:]} (mean; band: {BANDS[band_kind]})",
-    )
+    axis.set(xlabel="steps", ylabel=name)
+    figure.suptitle(f"{name[0].upper()}{name[1:]} (mean over seeds; band: {BANDS[band_kind]})")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    configuration_legend(figure, axis)
     return save_figure(figure, path)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from normlab.analysis.configurations import configuration_labels
-from normlab.analysis.figure_files import FigureOptions, save_figure
+from normlab.analysis.figure_files import FigureOptions, configuration_legend, save_figure
 from normlab.analysis.tables import curves_by_configuration, metric_table
 
 ICS = re.compile(r"^ics/(layer(\d+)|head)/(l2|cos)$")
@@ -120,7 +120,7 @@ def plot_landscape(
                 )
             axis.set(title=title, xlabel="steps", yscale=scale)
             axis.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    configuration_legend(figure, axes[0])
     return save_figure(figure, path)
 
 
@@ -215,7 +215,7 @@ def plot_lr_range(
         ylim=(-0.03, 1.0),
     )
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    configuration_legend(figure, axis)
     return save_figure(figure, path)
 
 

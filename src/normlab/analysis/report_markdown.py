@@ -112,8 +112,8 @@ def _figures_section(report: SweepReport) -> list[str]:
     lines = [
         "## Figures",
         "",
-        f"PNG and PDF files in `{report.out_dir}`, next to this report. Bands: "
-        f"{BANDS[report.options.band]}.",
+        f"PNG and PDF files in `{report.out_dir}`, next to this report. Bands around a mean "
+        f"over seeds: {BANDS[report.options.band]}.",
         "",
     ]
     for key, path in report.figures.items():

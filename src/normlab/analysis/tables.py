@@ -15,10 +15,7 @@ VAL_ACC = "val/acc"
 DEFAULT_METRIC = "test/acc"
 # the spread a figure's band and the summary's interval show: a paper's 95% CI of the mean, or the
 # lowest and highest seed
-BANDS = {
-    "ci95": "95% CI of the mean over seeds (Student t)",
-    "minmax": "min-max over seeds",
-}
+BANDS = {"ci95": "95% CI of the mean", "minmax": "min-max"}
 
 
 class MetricNotLogged(ValueError):

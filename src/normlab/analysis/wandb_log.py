@@ -12,8 +12,10 @@ import pandas as pd
 
 from normlab.sweep import SWEEP_KEY_ENV
 from normlab.utils.wandb_run import RUN_ID_FILE, wandb_mode
+from normlab.utils.wandb_text import file_logger, route_wandb_text, wandb_text_to
 
 ARTIFACT_TYPE = "sweep-report"
+TEXT_LOG = "wandb.log"  # W&B's terminal text of the report run, in the report folder
 REPORT_FILES = ("report.md", "summary.csv", "cells.csv", "trials.csv", "importances.csv")
 
 
@@ -43,7 +45,19 @@ def cell_run_ids(runs: pd.DataFrame) -> list[str]:
 def log_report_to_wandb(report) -> str:
     """Log to one W&B run in the sweep's project and group (its runs' `logger.wandb.group`,
     else the experiment `name`), which names the cells' runs in its config; offline unless
-    WANDB_MODE (or the cells' `logger.wandb.mode`) says otherwise. Returns its folder."""
+    WANDB_MODE (or the cells' `logger.wandb.mode`) says otherwise; W&B's terminal text goes to
+    the report folder's wandb.log. Returns the run's folder."""
+    route_wandb_text()
+    text = file_logger("wandb", report.out_dir / TEXT_LOG)
+    try:
+        with wandb_text_to(text):
+            return _log_run(report)
+    finally:
+        for handler in text.handlers:
+            handler.close()
+
+
+def _log_run(report) -> str:
     import wandb  # imported here: the report itself never needs W&B
 
     runs = report.runs

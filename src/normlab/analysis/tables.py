@@ -108,12 +108,13 @@ def final_values(runs: pd.DataFrame, curves: pd.DataFrame, metric: str) -> pd.Se
     done = runs[runs["status"] == COMPLETED]
     if done.empty:
         return pd.Series(dtype=float)
+    values = pd.Series(dtype=float)
     if metric in runs.columns:
-        values = pd.to_numeric(done.set_index("cell")[metric], errors="coerce")
-    else:
+        values = pd.to_numeric(done.set_index("cell")[metric], errors="coerce").dropna()
+    if values.empty:
         logged = curves[(curves["metric"] == metric) & curves["cell"].isin(done["cell"])]
         values = logged.sort_values("step").groupby("cell")["value"].last()
-    if values.dropna().empty:
+    if values.empty:
         known = logged_metrics(runs, curves)
         close = difflib.get_close_matches(metric, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else f"; logged: {', '.join(known)}"

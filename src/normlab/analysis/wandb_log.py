@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from normlab.sweep import SWEEP_KEY_ENV
+from normlab.utils.log_files import file_logger
 from normlab.utils.wandb_run import RUN_ID_FILE, wandb_mode
-from normlab.utils.wandb_text import file_logger, route_wandb_text, wandb_text_to
+from normlab.utils.wandb_text import route_wandb_text, wandb_text_to
 
 ARTIFACT_TYPE = "sweep-report"
 TEXT_LOG = "wandb.log"  # W&B's terminal text of the report run, in the report folder

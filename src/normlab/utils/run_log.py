@@ -17,7 +17,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from normlab.utils.wandb_text import file_logger
+from normlab.utils.log_files import file_logger
 
 LOG_NAME = "train.log"
 SHOWN = ("val/", "test/")  # rows with these metrics become lines; train rows stay in metrics.csv
@@ -51,15 +51,11 @@ class RunLog(Logger):
             else logging.Logger("normlab.run", logging.CRITICAL)
         )
 
-    def info(self, message: str, *args: Any) -> None:
-        """Append a line."""
-        self.logger.info(message, *args)
-
     def name_stack(self) -> None:
         """Name the log of the stack this run trains in, where the run's shared lines are."""
         log = stack_log(self.path.parent)
         if log is not None:
-            self.info(
+            self.logger.info(
                 "trained in a stack; the stack's own log (its start, warnings, errors): %s", log
             )
 

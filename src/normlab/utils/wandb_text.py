@@ -15,22 +15,10 @@ import contextvars
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
-FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"  # conf/train.yaml's job log
 _CURRENT: contextvars.ContextVar[logging.Logger | None] = contextvars.ContextVar(
     "normlab_wandb_text", default=None
 )
-
-
-def file_logger(name: str, path: Path) -> logging.Logger:
-    """A logger that appends to `path` alone (made directly, not by getLogger: it belongs to
-    its run and goes with it; it never reaches the root logger's handlers)."""
-    logger = logging.Logger(name, logging.INFO)
-    handler = logging.FileHandler(path, mode="a", delay=True)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    logger.addHandler(handler)
-    return logger
 
 
 class _ToRunLog(logging.Handler):

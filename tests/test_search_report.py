@@ -121,3 +121,26 @@ def test_the_trials_table_is_logged_to_the_search_report_run(search, tmp_path, m
     assert logged["columns"][:4] == ["rank", "trial", "state", OBJECTIVE]
     assert [row[1] for row in logged["data"]] == list(report.trials["trial"])
     assert list(run_dir.rglob("importances_*.table.json"))
+
+
+def test_a_trial_whose_cell_failed_scores_zero_with_the_cells_error_noted(cli_env, tmp_path):
+    # a batch larger than the synthetic training set: every cell fails before training
+    command = [sys.executable, "-m", "normlab.train", "-m", *SEARCH[:1], *SEARCH[3:]]
+    done = subprocess.run(
+        [*command, "hydra.sweeper.n_trials=2", "data.batch_size=5000"],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [sweep] = (tmp_path / "outputs" / "multirun" / "default").iterdir()
+    trials = pd.read_csv(sweep / "report" / "trials.csv")
+    assert list(trials["state"]) == ["complete", "complete"]
+    assert list(trials[OBJECTIVE]) == [0.0, 0.0]
+    assert all(note.startswith("cell failed: DataError") for note in trials["note"])
+    markdown = (sweep / "report" / "report.md").read_text()
+    assert "## Cells that did not complete" in markdown and "DataError" in markdown
+    assert "No importances: the 2 completed trials' `val/acc_best` does not vary" in markdown
+    assert "Not drawn: they need completed trials whose scores vary." in markdown

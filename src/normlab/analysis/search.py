@@ -112,12 +112,24 @@ def trials_table(study, runs: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     return table
 
 
+def scores_vary(study) -> bool:
+    """Whether the completed trials scored differently (else no parameter explains anything)."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return len({trial.value for trial in complete}) > 1
+
+
 def importances(study) -> tuple[pd.DataFrame | None, str]:
     """Optuna's parameter importances (its default evaluator, over completed trials), and a
     note: how they were computed, or why there are none."""
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not scores_vary(study):
+        return None, (
+            f"No importances: the {len(complete)} completed trials' `{OBJECTIVE}` does not vary"
+        )
     try:
         found = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError) as exc:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from matplotlib.lines import Line2D
 
 from normlab.analysis.figure_files import save_figure
-from normlab.analysis.search import INTERMEDIATE, OBJECTIVE
+from normlab.analysis.search import INTERMEDIATE, OBJECTIVE, scores_vary
 
 
 def _drawn(draw: Callable, path: Path) -> Path:
@@ -95,7 +95,7 @@ def plot_importances(study, path: Path) -> Path | None:
     plot_param_importances, Optuna's default evaluator)."""
     from optuna.visualization.matplotlib import plot_param_importances
 
-    if len(_complete(study)) < 2:
+    if not scores_vary(study):
         return None
     try:
         return _drawn(lambda: plot_param_importances(study, target_name=OBJECTIVE), path)
@@ -128,7 +128,7 @@ SEARCH_FIGURES = {
     "importances": SearchFigure(
         "param_importances.png",
         "Parameter importances",
-        "they need at least 2 completed trials whose parameters vary",
+        "they need completed trials whose scores vary",
         plot_importances,
     ),
 }

@@ -55,8 +55,8 @@ class NormlabOptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the report reads back
-        storage_spec = _storage_spec(self.storage, sweep_dir)
-        storage = optuna.storages.get_storage(open_storage(storage_spec))
+        spec = storage_spec(self.storage, sweep_dir)
+        storage = optuna.storages.get_storage(open_storage(spec))
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
@@ -67,13 +67,13 @@ class NormlabOptunaSweeper(Sweeper):
         )
         study.set_user_attr(PRUNER_ATTR, OmegaConf.to_container(self.pruner_cfg, resolve=True))
         _retry_interrupted(study)
-        log.info("study %s in %s: %s", self.study_name, storage_spec, _state_counts(study))
+        log.info("study %s in %s: %s", self.study_name, spec, _state_counts(study))
         while (to_go := self.n_trials - _budget_used(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
             jobs = []
             for trial in trials:
                 trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-                link = TrialLink(storage_spec, self.study_name, trial.number)
+                link = TrialLink(spec, self.study_name, trial.number)
                 params = [f"{key}={value}" for key, value in trial.params.items()]
                 env = [f"++hydra.job.env_set.{k}={_quoted(v)}" for k, v in link.env().items()]
                 jobs.append([*fixed, *params, *env])
@@ -95,7 +95,7 @@ class NormlabOptunaSweeper(Sweeper):
         return _instantiate(self.sampler_cfg, seed=seed + earlier)
 
 
-def _storage_spec(storage: str | None, sweep_dir: Path) -> str:
+def storage_spec(storage: str | None, sweep_dir: Path) -> str:
     """The study's storage as every job can open it: an RDB URL, or a journal file's absolute
     path (the sweep folder's optuna.journal by default)."""
     if storage and "://" in storage:

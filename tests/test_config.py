@@ -174,9 +174,14 @@ def test_the_option_tables_match_conf(document, row_start):
 def test_a_key_added_after_composition_is_refused_before_training(compose_cfg):
     """What reaches training without the command line's precheck (a sweeper's parameters, a
     config edited in code) is checked too: a closed node keeps its keys."""
-    cfg = compose_cfg(*TINY)
+    cfg = compose_cfg(*TINY, "norm=group")
     OmegaConf.update(cfg, "norm.num_group", 5, force_add=True)  # what Hydra's + does
     with pytest.raises(ConfigError, match=r"^norm\.num_group: no such key; did you mean"):
+        validate(cfg)
+    # each norm option has its own schema: batch norm has no groups
+    cfg = compose_cfg(*TINY, "norm=batch")
+    OmegaConf.update(cfg, "norm.num_groups", 5, force_add=True)
+    with pytest.raises(ConfigError, match=r"^norm\.num_groups: no such key; norm takes: name"):
         validate(cfg)
     cfg = compose_cfg(*TINY, "+model.dropout_rate=0.1", "model=custom", "model._target_=x.Net")
     assert "dropout_rate" in cfg.model  # model is open: its keys are the network's arguments

@@ -7,10 +7,10 @@ import dataclasses
 import typing
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normlab.config.errors import ConfigError
-from normlab.config.schema import TrainConfig
+from normlab.config.schema import OPTION_SCHEMAS, TrainConfig
 
 BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 BOUND_TEST = {
@@ -33,6 +33,9 @@ def check_bounds(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") 
     hints = typing.get_type_hints(schema)
     for schema_field in dataclasses.fields(schema):
         nested = _dataclass_of(hints[schema_field.name])
+        if schema_field.name in OPTION_SCHEMAS:  # typed by its option's own schema
+            nested = OmegaConf.get_type(cfg, schema_field.name)
+            nested = nested if dataclasses.is_dataclass(nested) else None
         if nested is None and not schema_field.metadata:
             continue  # nothing to check; reading it could resolve e.g. ${hydra:...} paths
         value = cfg.get(schema_field.name)

@@ -14,6 +14,7 @@ from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
 from normlab.config.keys import check_config_keys
+from normlab.config.options import type_options
 from normlab.utils.ranks import per_device_batch
 from normlab.utils.wandb_run import wandb_mode
 
@@ -98,11 +99,12 @@ def check_norm(cfg: DictConfig) -> None:
     """Group counts divide every norm width a network declares (`norm_widths`); batch norm sees
     at least 2 examples per device."""
     from normlab.models.build import network_arguments, network_class
+    from normlab.models.norms import norm_option
 
     norm = cfg.norm
     network = network_class(cfg.model)
     norm_widths = getattr(network, "norm_widths", None)
-    if norm.name == "group" and norm_widths is not None:
+    if "num_groups" in norm and norm_widths is not None:
         widths = sorted(set(norm_widths(**network_arguments(cfg.model, network))))
         bad = [w for w in widths if w % norm.num_groups]
         if bad:
@@ -112,7 +114,7 @@ def check_norm(cfg: DictConfig) -> None:
                 f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]}"
                 f"{width}; pick a divisor, e.g. one of {divisors}"
             )
-    if norm.name in ("batch", "noisy_batch"):
+    if norm_option(norm).batch_statistics:
         per_device = per_device_batch(cfg.trainer, cfg.data.batch_size) or cfg.data.batch_size
         if per_device < 2:
             raise ConfigError(
@@ -165,6 +167,7 @@ def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""
     from normlab.models.build import check_network
 
+    type_options(cfg)
     check_config_keys(cfg)
     check_bounds(cfg)
     check_network(cfg)

@@ -94,6 +94,7 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
     """Why this cell cannot train in a stack, or None when it can."""
     from normlab.lit.member_schedules import closed_form
     from normlab.lit.optimizers import member_wise
+    from normlab.models.norms import norm_option, norm_settings
 
     trainer = cfg.trainer
     if trainer.devices not in (1, "1") or trainer.num_nodes != 1 or trainer.strategy != "auto":
@@ -107,12 +108,12 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
         return "compile=true compiles one member's forward"
     if last_checkpoint(run_dir).is_file():
         return "it resumes its own solo checkpoint"
-    if cfg.norm.name == "noisy_batch":
-        # its noise is drawn inside the norm layer from the process's generator, not from each
-        # member's own stream (normlab.models.member_randomness) as dropout's is
-        return "norm=noisy_batch draws its noise from the run's own random stream"
-    if cfg.norm.ghost_batches > 1:
-        return "norm.ghost_batches > 1 has no batched form for several members"
+    # a norm that draws inside its layer draws from the process's generator, not from each
+    # member's own stream (normlab.models.member_randomness) as dropout does
+    norm = norm_settings(cfg.norm)
+    reason = norm_option(norm).solo_reason(norm)
+    if reason is not None:
+        return reason
     if str(trainer.precision).startswith("16"):
         # one gradient scaler for the whole stack: one member's overflow would skip every
         # member's step

@@ -27,19 +27,13 @@ from normlab.utils.process_exit import freeze_heap_for_exit
 log = logging.getLogger("normlab")
 
 
-def typed_config(resolved: dict) -> DictConfig:
-    """A resolved config dict as the typed config the schema makes of it (enums and all)."""
-    from normlab.config.schema import TrainConfig
-
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), resolved)
-
-
 def typed_configs(resolved: list[dict]) -> list[DictConfig]:
     """`typed_config` of every member's config. The whole schema merge (tens of ms) is made
     once per stack: each member is a copy of the first one's typed config whose top-level
     entries that differ (its own groups and values) are typed again on their own."""
     import copy
 
+    from normlab.config.options import type_options, typed_config
     from normlab.config.schema import TrainConfig
 
     schema = OmegaConf.structured(TrainConfig)
@@ -52,8 +46,9 @@ def typed_configs(resolved: list[dict]) -> list[DictConfig]:
                 continue
             try:
                 cfg[key] = value  # a value, or an untyped group (optimizer, model)
-            except ValidationError:  # a typed group (norm, regularizer, ...): typed anew
+            except ValidationError:  # a typed group (regularizer, ...): typed anew
                 cfg[key] = OmegaConf.merge(schema[key], value)
+        type_options(cfg)  # norm and activation: by their options' schemas
         configs.append(cfg)
     return configs
 

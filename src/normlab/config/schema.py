@@ -197,7 +197,8 @@ class ELUConfig(ActivationConfig):
     alpha: float = bounded(1.0, gt=0)
 
 
-# each built-in option's schema, stored in Hydra's ConfigStore as <group>/<option>_schema
+# each built-in option's schema, stored in Hydra's ConfigStore as schema/<group>/<option> (a
+# group of its own, so `norm=` lists only real options)
 # (torch-free here; the tables in normlab.models name the same classes, tested)
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "norm": {
@@ -301,7 +302,8 @@ class AugmentConfig:
 
 @dataclass
 class RegularizerConfig:
-    """Any subset of regularizers; an option is on when its entry is present."""
+    """Any subset of regularizers; an option is on when its entry is present. The options are
+    the table normlab.lit.regularizers.REGULARIZERS (each class names its schema here)."""
 
     l2: L2Config | None = None
     l1: L1Config | None = None
@@ -312,6 +314,9 @@ class RegularizerConfig:
     grad_clip: GradClipConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
     augment: AugmentConfig | None = None
+    # your own, by name: {_target_: a normlab.lit.regularizers.Regularizer subclass, its
+    # settings} (docs/extending.md); name=null turns one off
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -465,4 +470,4 @@ def register_schemas() -> None:
     store.store(name="normlab_schema", node=TrainConfig)
     for group, options in OPTION_SCHEMAS.items():
         for option, schema in options.items():
-            store.store(group=group, name=f"{option}_schema", node=schema)
+            store.store(group=f"schema/{group}", name=option, node=schema)

@@ -4,11 +4,14 @@ is one entry and one YAML file (docs/extending.md; tests/test_extending.py follo
 import dataclasses
 import typing
 
+from omegaconf import OmegaConf
+
 from helpers import options
 from normlab.config.schema import OPTION_SCHEMAS, RegularizerConfig
 from normlab.lit.regularizers import PLACES, REGULARIZERS
 from normlab.models.activations import ACTIVATIONS
 from normlab.models.norms import NORMS
+from normlab.paths import CONFIG_DIR
 
 
 def test_the_config_schemas_are_the_tables_schemas():
@@ -33,3 +36,12 @@ def test_each_regularizer_is_typed_by_its_field_of_the_regularizer_schema():
         assert regularizer.acts_on in PLACES, name
         declared = {f.name for f in dataclasses.fields(regularizer.config)}
         assert set(regularizer.member_wise) <= declared, name
+
+
+def test_every_data_set_name_has_an_entry_and_a_yaml():
+    from normlab.config.schema import DatasetName
+    from normlab.data.datasets import DATASETS
+
+    assert set(DATASETS) == {name.value for name in DatasetName}
+    named = {OmegaConf.load(path).name for path in (CONFIG_DIR / "data").glob("*.yaml")}
+    assert named == set(DATASETS)

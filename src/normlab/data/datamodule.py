@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,22 +13,14 @@ import torch
 from normlab.config.errors import ConfigError
 from normlab.config.schema import DatasetName
 from normlab.data.batches import MemberBatches, ResidentBatches
-from normlab.data.cifar import load_cifar_dataset
-from normlab.data.custom import custom_source, load_custom_dataset, streams
+from normlab.data.custom import custom_source, streams
+from normlab.data.datasets import dataset_option
 from normlab.data.errors import DataError
 from normlab.data.preprocess import Preprocessor
-from normlab.data.sources import (
-    RawData,
-    load_digits_dataset,
-    load_idx_dataset,
-    load_mnist1d_dataset,
-    load_synthetic_dataset,
-)
+from normlab.data.sources import RawData
 from normlab.data.streaming import StreamingDataModule
 
 log = logging.getLogger(__name__)
-
-Loader = Callable[[Any, Path], RawData]
 
 
 def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
@@ -49,46 +40,9 @@ def load_raw(cfg, data_dir: Path) -> tuple[RawData, str]:
         return load_named(fallback, cfg, data_dir), fallback.value
 
 
-def _idx_loader(name: DatasetName) -> Loader:
-    # MNIST downloads when missing; Fashion-MNIST comes from `make data` (or Debian's package)
-    def load(cfg, data_dir: Path) -> RawData:
-        download_ok = name is DatasetName.mnist and cfg.download
-        return load_idx_dataset(name.value, cfg.root, data_dir, download_ok, cfg.get("mirror"))
-
-    return load
-
-
-def _cifar_loader(name: DatasetName) -> Loader:
-    def load(cfg, data_dir: Path) -> RawData:
-        return load_cifar_dataset(name.value, cfg.root, data_dir, cfg.download, cfg.get("mirror"))
-
-    return load
-
-
-# every dataset name's loader: (data config, data folder) -> RawData
-LOADERS: dict[DatasetName, Loader] = {
-    DatasetName.fashion_mnist: _idx_loader(DatasetName.fashion_mnist),
-    DatasetName.mnist: _idx_loader(DatasetName.mnist),
-    DatasetName.cifar10: _cifar_loader(DatasetName.cifar10),
-    DatasetName.cifar100: _cifar_loader(DatasetName.cifar100),
-    DatasetName.digits: lambda cfg, _: load_digits_dataset(cfg.test_size or 360, cfg.split_seed),
-    DatasetName.mnist1d: lambda cfg, data_dir: load_mnist1d_dataset(
-        cfg.num_samples or 5000, cfg.split_seed, data_dir
-    ),
-    DatasetName.synthetic: lambda cfg, _: load_synthetic_dataset(
-        cfg.num_samples or 1200,
-        cfg.num_features or 20,
-        cfg.num_classes or 4,
-        cfg.test_size or 200,
-        cfg.split_seed,
-    ),
-    DatasetName.custom: lambda cfg, _: load_custom_dataset(cfg),
-}
-
-
 def load_named(name: DatasetName, cfg, data_dir: Path) -> RawData:
-    """Load dataset `name` with its loader."""
-    return LOADERS[name](cfg, data_dir)
+    """Load data set `name` with its entry's loader (normlab.data.datasets)."""
+    return dataset_option(name).load(cfg, data_dir)
 
 
 def build_datamodule(

@@ -18,22 +18,13 @@ from typing import Any
 STATE_COPIES = 6  # parameters, gradients, up to two optimizer moments, decay and stop snapshots
 MEMBER_OVERHEAD_BYTES = 600 * 1024  # host memory per member beyond its tensors (see the module doc)
 MEMORY_SHARE = 0.5  # of the memory available at launch: room for the data, the report, the rest
-# one example's shape and the class count, for the built-in data sets (data=custom: read)
-_SHAPES = {
-    "fashion_mnist": ((1, 28, 28), 10),
-    "mnist": ((1, 28, 28), 10),
-    "digits": ((1, 8, 8), 10),
-    "mnist1d": ((40,), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-}
 
 
 def data_shape(data: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
     """(input shape, classes) of a resolved data config; None where only loading would tell."""
-    if data["name"] == "synthetic":
-        return (int(data["num_features"] or 20),), int(data["num_classes"] or 4)
-    return _SHAPES.get(data["name"])
+    from normlab.data.datasets import dataset_option
+
+    return dataset_option(data["name"]).shape_and_classes(data)
 
 
 def member_bytes(cfg, resolved: dict[str, Any]) -> int | None:

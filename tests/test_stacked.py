@@ -322,7 +322,7 @@ def test_cells_composed_once_per_choice_of_groups_equal_hydras_compositions(tmp_
 def test_a_workers_typed_member_configs_equal_the_schemas_own(compose_cfg):
     from omegaconf import OmegaConf
 
-    from normlab.config.options import typed_config
+    from normlab.models.options import typed_config
     from normlab.stack.plan import resolved_task
     from normlab.stack.worker import typed_configs
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from normlab.config.options import typed_config
 from normlab.lit.ddp import JOIN_ENV, PARENT_ENV
+from normlab.models.options import typed_config
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

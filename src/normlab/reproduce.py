@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from normlab.config.options import typed_config
 from normlab.config.schema import register_schemas
+from normlab.models.options import typed_config
 from normlab.utils.files import read_json
 
 # columns that measure the machine, not the computation

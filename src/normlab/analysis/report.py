@@ -98,7 +98,8 @@ def build_report(
 ):
     """Read the sweep, aggregate, draw; write everything into `out_dir` (SWEEP_DIR/report).
     Returns a SweepReport, or a SearchReport for an Optuna search's sweep."""
-    from normlab.analysis.search import build_search_report, is_search
+    from normlab.analysis.search import is_search
+    from normlab.analysis.search_report import build_search_report
 
     if band not in BANDS:
         raise ValueError(f"band={band}: one of {', '.join(BANDS)}")

@@ -159,6 +159,7 @@ class SearchReport:
     importance_note: str
     searched: dict[str, str] = field(default_factory=dict)  # key: its distribution in words
     figures: dict[str, Path | None] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)  # each figure's heading, by key
 
     @property
     def name(self) -> str:
@@ -184,13 +185,6 @@ class SearchReport:
         if self.importances is not None:
             tables["importances"] = self.importances
         return tables
-
-    @property
-    def captions(self) -> dict[str, str]:
-        """Each figure's heading, by key."""
-        from normlab.analysis.search_figures import SEARCH_FIGURES
-
-        return {key: SEARCH_FIGURES[key].heading for key in self.figures}
 
     @property
     def wandb_config(self) -> dict[str, Any]:
@@ -244,36 +238,3 @@ def _short(value: Any) -> str:
         return f"{float(value):.4g}"
     except (TypeError, ValueError):
         return str(value)
-
-
-def build_search_report(sweep_dir: Path, out_dir: Path, runs: pd.DataFrame) -> SearchReport:
-    """Read the study, tabulate, draw; write report.md, trials.csv, importances.csv, cells.csv
-    and the figures (PNG + PDF) into `out_dir`."""
-    from normlab.analysis.search_figures import SEARCH_FIGURES
-    from normlab.analysis.search_markdown import render_search_markdown
-
-    study, spec = load_study(sweep_dir)
-    found, note = importances(study)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = SearchReport(
-        sweep_dir=sweep_dir,
-        out_dir=out_dir,
-        runs=runs,
-        study_name=study.study_name,
-        storage=spec,
-        direction=study.direction.name.lower(),
-        trials=trials_table(study, runs, sweep_dir),
-        importances=found,
-        importance_note=note,
-        searched=searched_space(study),
-    )
-    for key, spec_ in SEARCH_FIGURES.items():
-        report.figures[key] = spec_.plot(study, out_dir / spec_.file_name)
-    report.trials.to_csv(out_dir / "trials.csv", index=False)
-    if found is not None:
-        found.to_csv(out_dir / "importances.csv", index=False)
-    runs.assign(overrides=runs["overrides"].map(" ".join)).to_csv(
-        out_dir / "cells.csv", index=False
-    )
-    (out_dir / "report.md").write_text(render_search_markdown(report))
-    return report

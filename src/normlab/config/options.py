@@ -1,7 +1,7 @@
-"""Configs typed by their schemas: a whole resolved config (a stack member's, a DDP rank's, a
-saved run's), and each `norm` and `activation` option's settings by that option's schema (a
-user's option composes untyped: its schema is in the user's module, not in Hydra's
-ConfigStore)."""
+"""An option's settings typed by its schema: a wrong type, an unknown key or a value out of
+bounds is one line (a user's option composes untyped: its schema is in the user's module, not
+in Hydra's ConfigStore). The tables that name each option's schema are in normlab.models
+(normlab.models.options types a whole config with them)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from omegaconf.errors import OmegaConfBaseException
 from normlab.config.bounds import check_bounds
 from normlab.config.errors import ConfigError
 from normlab.config.keys import unknown_key_message
-from normlab.config.schema import TrainConfig
 
 
 def typed_settings(node: Any, schema: type, group: str) -> DictConfig:
@@ -32,22 +31,3 @@ def typed_settings(node: Any, schema: type, group: str) -> DictConfig:
         raise ConfigError(f"{key}: {reason}") from None
     check_bounds(typed, schema, f"{group}.")
     return typed
-
-
-def type_options(cfg: DictConfig) -> None:
-    """The `norm` and `activation` nodes typed by their options' schemas, in place (ConfigError
-    on a wrong key or value). Their entries are found in normlab.models' tables, so this imports
-    torch."""
-    from normlab.models.activations import activation_settings
-    from normlab.models.norms import norm_settings
-
-    cfg.norm = norm_settings(cfg.norm)
-    cfg.activation = activation_settings(cfg.activation)
-
-
-def typed_config(resolved: dict | DictConfig) -> DictConfig:
-    """A resolved config as the typed config the schemas make of it (enums, bounds, each
-    option's own schema)."""
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), resolved)
-    type_options(cfg)
-    return cfg

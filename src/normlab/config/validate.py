@@ -14,7 +14,6 @@ from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
 from normlab.config.keys import check_config_keys
-from normlab.config.options import type_options
 from normlab.utils.ranks import per_device_batch
 from normlab.utils.wandb_run import wandb_mode
 
@@ -166,6 +165,7 @@ def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     """Run every check; the first failure raises ConfigError. `devices_here=False` leaves out
     whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""
     from normlab.models.build import check_network
+    from normlab.models.options import type_options
 
     type_options(cfg)
     check_config_keys(cfg)

@@ -33,8 +33,8 @@ def typed_configs(resolved: list[dict]) -> list[DictConfig]:
     entries that differ (its own groups and values) are typed again on their own."""
     import copy
 
-    from normlab.config.options import type_options, typed_config
     from normlab.config.schema import TrainConfig
+    from normlab.models.options import type_options, typed_config
 
     schema = OmegaConf.structured(TrainConfig)
     first = typed_config(resolved[0])

@@ -13,7 +13,7 @@ ENV_STAMP := $(VENV)/.normlab-environment
 STAMP := $(VENV)/.normlab-installed
 ARGS ?=
 
-.PHONY: help install data train ablation reproduce report bench test test-all lint format clean gpu-check
+.PHONY: help install data train ablation reproduce report results bench test test-all lint format clean gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ reproduce: $(STAMP) ## the BatchNorm paper's Figure 1 setup at its full 50k-step
 
 report: $(STAMP) ## rebuild a sweep's report: make report SWEEP=outputs/multirun/<name>/<sweep>
 	$(PY) -m normlab.report $(SWEEP)
+
+results: $(STAMP) ## docs/results.md and the README's results tables from the latest finished sweeps
+	$(PY) -m normlab.results
 
 bench: $(STAMP) ## steps/s vs a raw PyTorch loop + sweep wall time (ARGS="--repeats 3 ...")
 	$(PY) -m normlab.bench --json outputs/bench/bench.json $(ARGS)

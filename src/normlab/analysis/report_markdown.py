@@ -37,7 +37,7 @@ INTERVAL_NOTES = {
 }
 
 
-def _accuracy_table(report: SweepReport) -> str:
+def accuracy_table(report: SweepReport) -> str:
     """The final metric, its spread, steps to the target and cost per configuration."""
     s, slug, metric = report.summary, report.summary_prefix, report.options.metric
     low, high, heading = INTERVALS[report.options.band]
@@ -150,7 +150,7 @@ def render_markdown(report: SweepReport) -> str:
         "",
         f"## Final `{report.options.metric}`",
         "",
-        _accuracy_table(report),
+        accuracy_table(report),
         "",
         f"Mean and sample standard deviation (ddof=1) of the final `{report.options.metric}` "
         "over completed seeds (result.json's value, else the last logged in metrics.csv); "

@@ -43,7 +43,12 @@ def test_growing_a_sweep_by_a_seed_trains_only_the_new_cell(cli_env, tmp_path):
         assert original.parent != grown_dir and result["status"] == "completed"
         assert (cell / "metrics.csv").read_text() == (original / "metrics.csv").read_text()
         assert (cell / "config.yaml").is_file() and (cell / "provenance.json").is_file()
-    assert "3 completed" in (grown_dir / "report" / "report.md").read_text()
+    report = (grown_dir / "report" / "report.md").read_text()
+    assert "3 completed" in report
+    reused_section = report.split("## Reused cells")[1].split("\n## ")[0]
+    assert "2 of 3 cells were not trained by this sweep" in reused_section
+    for result in reused.values():  # each reused cell's origin is listed
+        assert f"`{result['reused_from']}`" in reused_section
     again = normlab("normlab.train", *GRID, "seed=0,1,2", "trainer.max_steps=21", env=cli_env)
     assert again.returncode == 0  # another budget: another config, nothing to reuse
     [third] = [c for d, c in sweep_cells(tmp_path).items() if d not in sweeps]

@@ -98,6 +98,32 @@ def _cells_table(runs: pd.DataFrame) -> str:
     )
 
 
+def _reused_section(runs: pd.DataFrame) -> list[str]:
+    """The cells a grown grid took from earlier sweeps instead of training them (normlab.reuse),
+    and where each came from; nothing when every cell trained here."""
+    if "reused_from" not in runs.columns or not runs["reused_from"].notna().any():
+        return []
+    reused = runs[runs["reused_from"].notna()]
+    table = pd.DataFrame(
+        {
+            "cell": reused["cell"],
+            "configuration": reused["configuration"],
+            "seed": reused["seed"],
+            "reused from": [f"`{origin}`" for origin in reused["reused_from"]],
+        }
+    )
+    return [
+        "## Reused cells",
+        "",
+        f"{len(reused)} of {len(runs)} cells were not trained by this sweep: each is a finished "
+        "cell of an earlier sweep with the same result-relevant config, code and CPU kernels "
+        "(`--no-reuse` trains them again). Their folders link to the originals.",
+        "",
+        markdown_table(table),
+        "",
+    ]
+
+
 def _configurations_table(report: SweepReport) -> str:
     """Each configuration's short label and its full overrides."""
     table = report.summary[["configuration", "overrides", "n_seeds", "not_in_means"]]
@@ -171,6 +197,7 @@ def render_markdown(report: SweepReport) -> str:
         "",
         *lr_range_section(runs, report.swept_keys),
         *_figures_section(report),
+        *_reused_section(runs),
         "## Cells left out of the means",
         "",
         _cells_table(left_out) if len(left_out) else "None: every cell completed.",

@@ -49,9 +49,8 @@ def test_the_page_and_the_readme_block_show_the_latest_finished_sweep(tmp_path, 
     main([str(tmp_path / "multirun"), "--page", str(page), "--readme", str(readme)])
     text = page.read_text()
     # the 2026-12-05 sweep: finished 10 s after it started (each cell's wall time)
-    assert (
-        "`normlab-train -m experiment=ablation`: 6 cells, 10 s, finished 2026-12-05 09:30" in text
-    )
+    line = "`normlab-train -m experiment=ablation`: 6 cells, 10 s, finished 2026-12-05 09:30"
+    assert f"{line} UTC" in text
     assert "commit 0123456789, torch 2.13.0, cpu_kernels AVX512, cpu (2 threads)" in text
     batch_mean = sum(BATCH_ACC.values()) / 3
     assert f"| {batch_mean:.4f} |" in text  # the new sweep's numbers, not the old one's

@@ -3,7 +3,8 @@ experiment, the command, when and where it ran (date, commit, torch, `cpu_kernel
 the report's accuracy table and its figures, copied beside the page. The README's results
 tables are the same tables, between `<!-- results:<experiment> -->` and `<!-- /results -->`.
 
-A sweep counts when every cell it planned completed; of those, the one whose last cell started
+A sweep counts when every cell it planned ended (completed, or diverged: an outcome the
+report shows, as the lr range's); of those, the one whose last cell started
 latest is the experiment's. Optuna searches have their own reports and are left out.
 """
 
@@ -21,6 +22,7 @@ from normlab.analysis.report import SweepReport, build_report
 from normlab.analysis.report_markdown import accuracy_table
 from normlab.analysis.search import is_search
 
+ENDED = (COMPLETED, "diverged")  # a cell's outcomes; failed, killed or missing ones are not
 # the README's order; other experiments follow by name
 FIRST = ("bn_sigmoid_vs_relu", "bn_paper_fig1", "bn_ics", "bn_landscape", "bn_lr_range", "bn_cnn")
 README_BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results -->)", re.S)
@@ -45,7 +47,7 @@ class ExperimentRun:
         cells = len(self.report.runs)
         return (
             f"`normlab-train -m experiment={self.experiment}`: {cells} cells, "
-            f"{_duration(self.wall_time_s)}, finished {self.finished:%Y-%m-%d %H:%M}; "
+            f"{_duration(self.wall_time_s)}, finished {self.finished:%Y-%m-%d %H:%M %Z}; "
             f"commit {commit}, torch {p.get('packages', {}).get('torch', '?')}, "
             f"cpu_kernels {p.get('cpu_kernels', '?')}, {p.get('device', '?')}"
         )
@@ -69,14 +71,14 @@ def _started(cell_dir: Path) -> tuple[datetime, dict] | None:
 
 
 def finished_run(experiment: str, sweep_dir: Path) -> ExperimentRun | None:
-    """The sweep's report and when and where it ran, or None when a planned cell did not
-    complete (or it is an Optuna search)."""
+    """The sweep's report and when and where it ran, or None when a planned cell did not end
+    (or it is an Optuna search)."""
     if not (sweep_dir / "multirun.yaml").is_file() or is_search(sweep_dir):
         return None
     report = build_report(sweep_dir)
     runs = report.runs
     expected = report.plan.expected_cells
-    if runs.empty or not (runs["status"] == COMPLETED).all():
+    if runs.empty or not runs["status"].isin(ENDED).all():
         return None
     if expected is not None and len(runs) < expected:
         return None

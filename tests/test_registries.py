@@ -45,3 +45,22 @@ def test_every_data_set_name_has_an_entry_and_a_yaml():
     assert set(DATASETS) == {name.value for name in DatasetName}
     named = {OmegaConf.load(path).name for path in (CONFIG_DIR / "data").glob("*.yaml")}
     assert named == set(DATASETS)
+
+
+def test_label_smoothing_is_torchs_label_smoothed_cross_entropy_per_member():
+    """The loss-place term plus the plain cross-entropy equals F.cross_entropy with
+    label_smoothing=e, each member with its own e (one without it: e = 0)."""
+    import torch
+    import torch.nn.functional as F
+
+    from normlab.lit.losses import member_cross_entropy
+    from normlab.lit.regularizers import LabelSmoothing
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(3, 16, 10) * 4, torch.randint(0, 10, (3, 16))
+    settings = [OmegaConf.create({"value": 0.1}), None, OmegaConf.create({"value": 0.3})]
+    smoothing = LabelSmoothing(settings, networks=None)
+    got = member_cross_entropy(logits, y) + smoothing.loss(None, logits, y)
+    for m, e in enumerate((0.1, 0.0, 0.3)):
+        expected = F.cross_entropy(logits[m], y[m], label_smoothing=e)
+        torch.testing.assert_close(got[m], expected, rtol=1e-6, atol=1e-6)

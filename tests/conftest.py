@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import normlab.train  # noqa: F401  (registers the schema and the uid resolver)
+import normlab.train  # (registers the schema and the uid resolver)
+from helpers import run_in_process
 from normlab.paths import CONFIG_DIR, REPO_DIR
 from normlab.pipeline import train
 
@@ -72,3 +74,17 @@ def cli_environment(root: Path) -> dict[str, str]:
 def cli_env(tmp_path, data_dir) -> dict[str, str]:
     """`cli_environment` of this test's tmp_path."""
     return cli_environment(tmp_path)
+
+
+@pytest.fixture
+def in_process(capfd):
+    """in_process(main, *args, env=...) -> CompletedProcess: a console entry point run in this
+    process as its command would run (helpers.run_in_process), with no interpreter to start."""
+    return partial(run_in_process, capture=capfd)
+
+
+@pytest.fixture
+def train_cli(in_process, cli_env):
+    """train_cli(*args) -> CompletedProcess: `python -m normlab.train ARGS` in this process,
+    outputs under tmp_path (`cli_env`)."""
+    return partial(in_process, normlab.train.main, env=cli_env)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import cli_environment
 from helpers import INVALID, OUTSIDE_THE_PRECHECK, normlab
+from normlab.train import main as train_main
 
 THROUGH_THE_CLI = [
     (args, key)
@@ -68,9 +69,7 @@ def test_at_least_twenty_lines_go_through_the_cli():
 
 
 def test_invalid_lease_environment_fails_in_one_line(in_process, cli_env):
-    import normlab.train
-
-    done = in_process(normlab.train.main, env={**cli_env, "NORMLAB_CELL_LEASE_S": "ten"})
+    done = in_process(train_main, env={**cli_env, "NORMLAB_CELL_LEASE_S": "ten"})
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip() == (
         "normlab: config error: NORMLAB_CELL_LEASE_S=ten: must be a number of seconds > 0, e.g. 600"

@@ -121,6 +121,7 @@ def test_rank_zero_alone_writes_the_run_folder(parity_runs):
     run_dir = parity_runs["synced"]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["steps"] == STEPS
+    assert 0.0 <= result["test/acc"] <= 1.0  # trainer=ddp_cpu trains and tests (test_options)
     assert (result["world_size"], result["per_device_batch_size"], result["norm_sync"]) == (
         2,
         16,

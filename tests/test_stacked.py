@@ -164,7 +164,7 @@ SWEEP = [
     "hydra/launcher=stacked",
     "data=synthetic",
     "trainer=debug",
-    "trainer.max_steps=3000",  # long enough to be killed part-way
+    "trainer.max_steps=600",  # each stack is paused at its first checkpoint, then killed
     "trainer.val_check_interval=50",
     "norm=batch,none",
     "seed=0,1",
@@ -186,6 +186,23 @@ def cells_of(sweep_root: Path) -> dict[str, Path]:
     return {p.parent.name: p.parent for p in sweep_root.glob("outputs/multirun/*/*/*/result.json")}
 
 
+def stack_workers(root: Path) -> dict[str, int]:
+    """The stack workers training under `root`: {stack name: pid}. A worker's stdout is its
+    stack's log, stacks/<stack name>.log (Linux: read from /proc)."""
+    workers = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if b"normlab.stack.worker" not in (entry / "cmdline").read_bytes():
+                continue
+            log = Path(os.readlink(entry / "fd" / "1"))
+        except OSError:  # not a process, or one that just ended
+            continue
+        if log.is_relative_to(root) and log.parent.name == "stacks":
+            workers[log.stem] = int(entry.name)
+    return workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path, in_process):
     from conftest import cli_environment
 
@@ -202,11 +219,22 @@ def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path,
     process = start_sweep(env)
     deadline = time.time() + 120
     checkpoints = "outputs/multirun/*/*/stacks/stack-*/checkpoints/*.ckpt"
-    while len(list((tmp_path / "killed").glob(checkpoints))) < 2:  # both stacks part-way
-        assert process.poll() is None and time.time() < deadline, "no stack checkpoint appeared"
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    paused: set[str] = set()
+    try:
+        # each stack's worker is paused (SIGSTOP) once its first checkpoint is written, so a
+        # worker that started sooner cannot finish while the other one is still starting
+        while len(paused) < 2:  # both stacks part-way
+            assert process.poll() is None and time.time() < deadline, "no stack checkpoint appeared"
+            written = {path.parents[1].name for path in (tmp_path / "killed").glob(checkpoints)}
+            if written - paused:
+                for stack, pid in stack_workers(tmp_path / "killed").items():
+                    if stack in written - paused:
+                        os.kill(pid, signal.SIGSTOP)
+                        paused.add(stack)
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, paused or not
+        process.wait()
     done = in_process(train_main, *SWEEP, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = cells_of(tmp_path / "killed")

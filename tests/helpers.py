@@ -81,7 +81,17 @@ INVALID = [
         ["norm=group", "norm.num_group=5"],
         "norm.num_group: no such key; did you mean norm.num_groups?",
     ),
-    (["+activation._target_=torch.nn.SiLU"], "activation._target_: no such key"),
+    (["+activation.slope=0.1"], "activation.slope: no such key"),
+    (
+        ["activation=leaky_relu", "activation.negative_slop=0.1"],
+        "did you mean activation.negative_slope?",
+    ),
+    # an option's _target_ names a registry entry, not a layer class
+    (
+        ["activation._target_=torch.nn.SiLU"],
+        "activation._target_=torch.nn.SiLU is a type, not an ActivationOption",
+    ),
+    (["norm.name=rms"], "norm.name=rms: no such norm"),
     (["+data.batchsize=30"], "did you mean data.batch_size?"),
     (
         ["+regularizer.l2.strength=0.1"],

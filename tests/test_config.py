@@ -2,6 +2,8 @@
 
 import itertools
 import shutil
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -17,7 +19,7 @@ from normlab.paths import CONFIG_DIR, REPO_DIR
 
 
 def test_every_group_has_the_documented_options():
-    assert options("norm") == ["batch", "group", "layer", "noisy_batch", "none"]
+    assert options("norm") == ["batch", "group", "group4", "layer", "noisy_batch", "none"]
     assert options("activation") == [
         "elu",
         "gelu",
@@ -86,7 +88,8 @@ def test_every_norm_activation_init_combination_composes_and_builds():
                 )
                 assert OmegaConf.to_container(cfg) == OmegaConf.to_container(composed)
             validate(cfg)
-            assert (cfg.norm.name, cfg.activation.name) == (norm, activation)
+            # group4 is group norm with 4 groups: its name is the option it extends
+            assert (cfg.norm.name, cfg.activation.name) == (norm.rstrip("4"), activation)
             model = build_model(cfg, (1, 28, 28), 10)
             assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -143,8 +146,12 @@ def test_missing_fashion_mnist_says_how_to_get_it(run_training, tmp_path):
         run_training("trainer=debug", f"data.root={tmp_path / 'empty'}")
 
 
-def test_readme_option_table_matches_conf():
-    readme = (REPO_DIR / "README.md").read_text()
+@pytest.mark.parametrize(
+    ("document", "row_start"),
+    [("README.md", "| `{group}` |"), ("docs/configuration.md", "| {group} |")],
+)
+def test_the_option_tables_match_conf(document, row_start):
+    text = (REPO_DIR / document).read_text()
     for group in (
         "data",
         "model",
@@ -158,20 +165,24 @@ def test_readme_option_table_matches_conf():
         "logger",
         "callbacks",
     ):
-        row = next(
-            (line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None
-        )
-        assert row is not None, f"README lacks a table row for {group}"
+        start = row_start.format(group=group)
+        row = next((line for line in text.splitlines() if line.startswith(start)), None)
+        assert row is not None, f"{document} lacks a table row for {group}"
         listed = {cell.strip(" `") for cell in row.split("|")[3].split(",")}
-        assert listed == set(options(group)), group
+        assert listed == set(options(group)), (document, group)
 
 
 def test_a_key_added_after_composition_is_refused_before_training(compose_cfg):
     """What reaches training without the command line's precheck (a sweeper's parameters, a
     config edited in code) is checked too: a closed node keeps its keys."""
-    cfg = compose_cfg(*TINY)
+    cfg = compose_cfg(*TINY, "norm=group")
     OmegaConf.update(cfg, "norm.num_group", 5, force_add=True)  # what Hydra's + does
     with pytest.raises(ConfigError, match=r"^norm\.num_group: no such key; did you mean"):
+        validate(cfg)
+    # each norm option has its own schema: batch norm has no groups
+    cfg = compose_cfg(*TINY, "norm=batch")
+    OmegaConf.update(cfg, "norm.num_groups", 5, force_add=True)
+    with pytest.raises(ConfigError, match=r"^norm\.num_groups: no such key; norm takes: name"):
         validate(cfg)
     cfg = compose_cfg(*TINY, "+model.dropout_rate=0.1", "model=custom", "model._target_=x.Net")
     assert "dropout_rate" in cfg.model  # model is open: its keys are the network's arguments
@@ -208,3 +219,13 @@ def test_presets_take_a_gpu_where_there_is_one_and_keep_an_explicit_trainer(comp
     assert compose_cfg(preset).trainer.accelerator == "auto"
     assert compose_cfg(preset, "trainer=gpu").trainer.accelerator == "gpu"
     assert compose_cfg(preset, "trainer=cpu").trainer.accelerator == "cpu"
+
+
+def test_importing_the_config_checks_loads_no_torch():
+    # the CLI's precheck and a sweep's parent import these before anything heavy
+    code = (
+        "import sys, normlab.config.precheck, normlab.config.validate, normlab.config.schema; "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -72,14 +72,15 @@ def columns(run_dir: Path) -> set[str]:
     return set(pd.read_csv(run_dir / "metrics.csv").columns)
 
 
-@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("norm", ["batch", "group norm.num_groups=2"])
 def test_network_from_a_test_file_trains_and_the_instruments_log_its_layers(norm, run_training):
+    norm, *settings = norm.split()
     result, run_dir = run_training(
         *DIGITS,
         *CUSTOM,
         "+model.channels=6",
         f"norm={norm}",
-        "norm.num_groups=2",
+        *settings,
         "activation=relu",
         *INSTRUMENTS,
     )

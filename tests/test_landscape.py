@@ -240,17 +240,17 @@ def test_lr_range_table_marks_diverged_and_finds_the_largest_good_lr():
         for seed, acc in enumerate(accs):
             rows.append(
                 {
-                    "configuration": f"norm=none, optimizer.lr={lr}",
+                    "overrides": ("norm=none", f"optimizer.lr={lr}", f"seed={seed}"),
                     "optimizer.lr": lr,
                     "seed": seed,
                     "status": "completed" if acc else "diverged",
                     "test/acc": acc,
                 }
             )
-    table = lr_range(pd.DataFrame(rows))
+    table = lr_range(pd.DataFrame(rows), ["norm", "optimizer.lr"])
     assert table["diverged"].tolist() == [0, 0, 0, 1]
     verdict = largest_good_lr(table).iloc[0]
-    assert verdict["configuration"] == "norm=none"
+    assert verdict["configuration"] == "none"
     assert verdict["best lr"] == 0.1 and verdict["largest good lr"] == 1.0  # 0.845 >= 0.84
     assert verdict["smallest diverged lr"] == 3.0
 
@@ -325,10 +325,7 @@ def test_batch_norm_trains_at_a_learning_rate_at_least_3x_larger(tmp_path):
 
     sweep = _sweep(tmp_path, "bn_lr_range")
     report = build_report(sweep)
-    verdict = largest_good_lr(lr_range(report.runs)).set_index("configuration")
+    verdict = largest_good_lr(lr_range(report.runs, report.swept_keys)).set_index("configuration")
     print(verdict.to_string())
-    assert (
-        verdict.loc["norm=batch", "largest good lr"]
-        >= 3 * verdict.loc["norm=none", "largest good lr"]
-    )
+    assert verdict.loc["batch", "largest good lr"] >= 3 * verdict.loc["none", "largest good lr"]
     assert "## Learning-rate range" in (sweep / "report" / "report.md").read_text()

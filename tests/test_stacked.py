@@ -149,12 +149,12 @@ def test_stacks_split_to_fill_the_cores_each_with_a_share_of_every_kind_side_by_
         for i, (seed, act) in enumerate((s, a) for s in range(3) for a in ("relu", "sigmoid"))
     ]
     [one] = plan_stacks(cells, max_members=48, jobs=1)
-    kinds = [cell.cfg.activation.name.value for cell in one.cells]
+    kinds = [cell.cfg.activation.name for cell in one.cells]
     assert kinds == sorted(kinds)  # each kind a contiguous slice of the member axis
     halves = plan_stacks(cells, max_members=48, jobs=2)
     assert sorted(len(stack.cells) for stack in halves) == [3, 3]
     for stack in (*halves, *plan_stacks(cells, max_members=4, jobs=1)):
-        kinds = [cell.cfg.activation.name.value for cell in stack.cells]
+        kinds = [cell.cfg.activation.name for cell in stack.cells]
         assert kinds == sorted(kinds) and set(kinds) == {"relu", "sigmoid"}  # a share of each
     assert [len(s.cells) for s in plan_stacks(cells, max_members=4, jobs=1)] == [3, 3]
 
@@ -351,8 +351,9 @@ def test_cells_composed_once_per_choice_of_groups_equal_hydras_compositions(tmp_
 def test_a_workers_typed_member_configs_equal_the_schemas_own(compose_cfg):
     from omegaconf import OmegaConf
 
+    from normlab.config.options import typed_config
     from normlab.stack.plan import resolved_task
-    from normlab.stack.worker import typed_config, typed_configs
+    from normlab.stack.worker import typed_configs
 
     variants = [
         ["norm=batch", "init=normal"],

@@ -26,8 +26,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normlab.callbacks.build import build_callbacks
 from normlab.callbacks.pruning import Pruned
+from normlab.config.bounds import SEED_KEYS, check_seeds
 from normlab.config.errors import ConfigError
-from normlab.config.validate import SEED_KEYS, check_seeds, validate
+from normlab.config.validate import validate
 from normlab.data.datamodule import build_datamodule
 from normlab.lit.build import build_module
 from normlab.lit.ddp import batch_layout, distributed_kwargs, finish_distributed
@@ -167,7 +168,10 @@ def train_members(
         name = getattr(exc, "signal_name", "SIGTERM")
         status, problem = (
             "preempted",
-            {"error": f"{name}: checkpoint saved; requeued under SLURM, else re-run to resume"},
+            {
+                "error": f"{name}: checkpoint saved; requeued under SLURM, else re-run to resume",
+                "signal": name,
+            },
         )
         log.warning("preempted at step %d; checkpoint saved to %s", trainer.global_step, checkpoint)
     finally:
@@ -182,7 +186,10 @@ def train_members(
         for run_dir, result in zip(run_dirs, results, strict=True):
             write_json_atomic(run_dir / "result.json", result)
     if status == "preempted":
-        requeue()  # every file is closed and written: under SLURM the job goes back in the queue
+        # every file is closed and written: under SLURM the job goes back in the queue. Should
+        # the requeue fail, the cells stay `preempted` (normlab.sweep.record_failure): a re-run
+        # resumes them from their checkpoint with every row written so far
+        requeue()
     return results
 
 

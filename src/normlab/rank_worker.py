@@ -16,9 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from normlab.config.schema import TrainConfig
+from normlab.config.options import typed_config
 from normlab.lit.ddp import JOIN_ENV, PARENT_ENV
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -26,7 +26,7 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def joined_config(resolved: dict, threads: int) -> DictConfig:
     """Rank 0's resolved config, typed by the schema again (enums, bounds), with its threads."""
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), resolved)
+    cfg = typed_config(resolved)
     cfg.threads = threads
     return cfg
 

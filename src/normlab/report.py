@@ -1,7 +1,9 @@
 """`python -m normlab.report SWEEP_DIR`: tables and figures of a Hydra multirun sweep.
 
 Writes SWEEP_DIR/report/: report.md (tables, figures, cells left out), summary.csv (one row
-per configuration), cells.csv (one row per cell) and the figures' PNG files.
+per configuration), cells.csv (one row per cell) and the figures as PNG and PDF files.
+An Optuna search's sweep (hparams_search=...) gets a search report: report.md, trials.csv
+(trials by objective), importances.csv, cells.csv and Optuna's figures of the study.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import sys
 from pathlib import Path
 
 from normlab.analysis.report import NoCells, build_report
+from normlab.analysis.search import NoStudy
+from normlab.analysis.tables import BANDS, DEFAULT_METRIC, MetricNotLogged
 
 
 def parse_marks(text: str) -> list[int]:
@@ -43,6 +47,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: 4 evenly spaced logged validation steps)",
     )
     parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help="the metric the configuration table aggregates over seeds: result.json's final "
+        "value (test/acc, test/loss, val/acc_best) or the last logged in metrics.csv (any "
+        "column: train/loss, grad/layer1/norm, ...); one logged at several steps also gets "
+        f"a figure against steps ({DEFAULT_METRIC})",
+    )
+    parser.add_argument(
+        "--band",
+        choices=list(BANDS),
+        default="ci95",
+        help="the spread around each mean over seeds, in figures and the table: ci95 (95%% CI "
+        "of the mean, Student t: for a paper) or minmax (the lowest and highest seed) (ci95)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: SWEEP_DIR/report)"
     )
     parser.add_argument(
@@ -61,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"normlab.report: no such folder: {args.sweep_dir}", file=sys.stderr)
         return 2
     try:
-        report = build_report(args.sweep_dir, args.target_acc, args.marks, args.out)
-    except NoCells as exc:
+        report = build_report(
+            args.sweep_dir, args.target_acc, args.marks, args.out, args.metric, args.band
+        )
+    except (NoCells, NoStudy, MetricNotLogged) as exc:
         print(f"normlab.report: {exc}", file=sys.stderr)
         return 2
+    for line in report.summary_lines():
+        print(line)
     print(f"report: {report.out_dir / 'report.md'}")
     print(f"cells: {report.runs['status'].value_counts().to_dict()}")
     if args.wandb:

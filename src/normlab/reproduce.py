@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from normlab.config.schema import TrainConfig, register_schemas
+from normlab.config.options import typed_config
+from normlab.config.schema import register_schemas
 from normlab.utils.files import read_json
 
 # columns that measure the machine, not the computation
@@ -28,7 +29,7 @@ def load_run_config(run_dir: Path):
     """The run's resolved config.yaml, typed again by the schema."""
     register_schemas()
     saved = OmegaConf.load(run_dir / "config.yaml")
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    return typed_config(saved)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""A sweep cell's life, in one place: stable sweep folders, finished-cell skipping, per-cell
+"""A sweep cell's bookkeeping, in one place: stable sweep folders, finished-cell skipping, per-cell
 locks, failure records and archived attempts, and the keys that never change a result.
 
 A sweep's folder is keyed by its command line (experiment + overrides), so re-running the same
@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -282,20 +283,57 @@ class CellLock:
         self.held = False
 
 
+class StoppedBySignal(SystemExit):
+    """A stop signal (SIGTERM, SIGINT) outside a SLURM job: the run, or the running cells of a
+    sweep or search, saved their checkpoints, and the whole command ends with the signal's exit
+    status (128 + its number: 143, 130). A SystemExit, so every launcher and sweeper lets it
+    through; a re-run of the same command resumes."""
+
+    def __init__(self, signal_name: str):
+        import signal
+
+        number = getattr(signal, signal_name, signal.SIGTERM)
+        super().__init__(128 + int(number))
+        self.signal_name = signal_name
+
+
+def stop_on(signal_name: str | None) -> None:
+    """Raise StoppedBySignal for a cell preempted by `signal_name` outside a SLURM job (under
+    SLURM a preempted cell's job is requeued and the sweep goes on)."""
+    from normlab.utils.ranks import slurm_manages_tasks
+
+    if signal_name and not slurm_manages_tasks():
+        log.warning("%s: the sweep stops; re-run the same command to resume it", signal_name)
+        raise StoppedBySignal(signal_name)
+
+
 def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
-    """result.json for a run that did not complete, so sweeps and reports can list it."""
+    """result.json for a run that did not complete, so sweeps and reports can list it. A
+    preempted cell keeps its status (it resumes from its checkpoint); the error joins it."""
     from normlab.utils.files import write_json_atomic
 
-    write_json_atomic(Path(run_dir) / "result.json", {"status": status, "error": error})
+    path = Path(run_dir) / "result.json"
+    if cell_status(run_dir) == "preempted":
+        result = json.loads(path.read_text())
+        write_json_atomic(path, {**result, "after_preemption_error": error})
+        return
+    write_json_atomic(path, {"status": status, "error": error})
 
 
-def archive_attempt(run_dir: Path) -> None:
-    """Move a failed attempt's files to attempts/<time>/ before the cell is run again."""
+def archive_attempt(run_dir: Path, resumes: bool = False) -> None:
+    """Move a failed attempt's files to attempts/<time>/ before the cell is run again. A cell
+    that `resumes` from a checkpoint keeps its metrics.csv in place (a copy goes to attempts/):
+    the resumed run keeps its rows before the checkpoint."""
     target = run_dir / "attempts" / time.strftime("%Y%m%d-%H%M%S")
     target.mkdir(parents=True, exist_ok=True)
     for name in ("result.json", "metrics.csv", "error.log", "train.log"):
-        if (run_dir / name).exists():
-            (run_dir / name).rename(target / name)
+        source = run_dir / name
+        if not source.exists():
+            continue
+        if name == "metrics.csv" and resumes:
+            shutil.copy2(source, target / name)
+        else:
+            source.rename(target / name)
 
 
 def cell_score(best: float | None, run_dir: Path) -> float:
@@ -315,39 +353,3 @@ def finished_result(run_dir: Path) -> dict | None:
     if cell_status(run_dir) not in FINISHED:
         return None
     return json.loads((run_dir / "result.json").read_text())
-
-
-def run_cell(cfg, run_dir: Path) -> float | None:
-    """A sweep cell: skipped when already completed; any failure is recorded, never raised,
-    so one bad cell does not stop the sweep."""
-    import traceback
-
-    from normlab.analysis.progress import sweep_progress
-    from normlab.pipeline import train
-    from normlab.utils.gpus import own_gpu
-    from normlab.utils.ranks import is_global_zero
-    from normlab.utils.threads import parallel_jobs
-
-    finished = finished_result(run_dir)
-    if finished is not None:
-        log.info("already %s, skipped: %s", finished.get("status"), run_dir)
-        return finished.get("val/acc_best")
-    if not is_global_zero(cfg.trainer):  # another SLURM task of this cell: rank 0 keeps the books
-        return train(cfg, run_dir)["val/acc_best"]
-    lock = CellLock(run_dir)
-    if not lock.acquire():
-        log.warning("another process is running this cell, skipped: %s", run_dir)
-        return None
-    try:
-        if cell_status(run_dir) == "failed":
-            archive_attempt(run_dir)
-        with own_gpu(cfg, parallel_jobs()):  # concurrent jobs on a GPU node: one GPU each
-            return train(cfg, run_dir)["val/acc_best"]
-    except Exception as exc:  # recorded in the cell, reported by `normlab.report`
-        (run_dir / "error.log").write_text(traceback.format_exc())
-        record_failure(run_dir, f"{type(exc).__name__}: {exc}")
-        log.error("cell failed (%s: %s): %s", type(exc).__name__, exc, run_dir)
-        return None
-    finally:
-        lock.release()
-        print(sweep_progress(run_dir.parent), flush=True)

@@ -16,18 +16,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from normlab.cell import run_cell
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
 from normlab.config.resolvers import register_resolvers
 from normlab.config.schema import register_schemas
 from normlab.paths import CONFIG_DIR, CONFIG_SEARCH_PATH
+from normlab.reuse import REUSE_ENV
 from normlab.sweep import (
     SWEEP_KEY_ENV,
     SWEPT_KEYS_ENV,
     CellLock,
+    StoppedBySignal,
     cell_score,
     record_failure,
-    run_cell,
     sweep_key,
     swept_keys,
 )
@@ -96,11 +98,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if lock is not None:
             lock.release()
     if result["status"] != "completed":
-        # diverged: exit 3; preempted (SIGTERM, e.g. SLURM): 143 like a terminated process
+        # diverged: exit 3; preempted: the signal's status (143 SIGTERM, 130 SIGINT), like a
+        # process that signal ended
         print(
             f"normlab: {result['status']}: {result['error']} (run_dir={run_dir})", file=sys.stderr
         )
-        sys.exit(3 if result["status"] == "diverged" else 143)
+        if result["status"] == "diverged":
+            sys.exit(3)
+        raise StoppedBySignal(result.get("signal", "SIGTERM"))
     best = result["val/acc_best"]
     print(
         f"test/acc={result['test/acc']:.4f} test/loss={result['test/loss']:.4f} "
@@ -124,6 +129,9 @@ def parse_command_line(args: list[str]) -> tuple[str | None, list[str]]:
 
 def main() -> None:
     """Console entry: precheck the overrides, then hand over to Hydra."""
+    if "--no-reuse" in sys.argv:  # normlab's own flag: train every cell of a sweep again
+        sys.argv.remove("--no-reuse")
+        os.environ[REUSE_ENV] = "0"
     args = sys.argv[1:]
     user_config_dir, overrides = parse_command_line(args)
     multirun = bool({"-m", "--multirun"}.intersection(args))

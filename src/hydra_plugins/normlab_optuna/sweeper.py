@@ -55,8 +55,8 @@ class NormlabOptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the report reads back
-        storage_spec = _storage_spec(self.storage, sweep_dir)
-        storage = optuna.storages.get_storage(open_storage(storage_spec))
+        spec = storage_spec(self.storage, sweep_dir)
+        storage = optuna.storages.get_storage(open_storage(spec))
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
@@ -67,13 +67,13 @@ class NormlabOptunaSweeper(Sweeper):
         )
         study.set_user_attr(PRUNER_ATTR, OmegaConf.to_container(self.pruner_cfg, resolve=True))
         _retry_interrupted(study)
-        log.info("study %s in %s: %s", self.study_name, storage_spec, _state_counts(study))
+        log.info("study %s in %s: %s", self.study_name, spec, _state_counts(study))
         while (to_go := self.n_trials - _budget_used(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
             jobs = []
             for trial in trials:
                 trial.set_user_attr(OWNER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-                link = TrialLink(storage_spec, self.study_name, trial.number)
+                link = TrialLink(spec, self.study_name, trial.number)
                 params = [f"{key}={value}" for key, value in trial.params.items()]
                 env = [f"++hydra.job.env_set.{k}={_quoted(v)}" for k, v in link.env().items()]
                 jobs.append([*fixed, *params, *env])
@@ -95,7 +95,7 @@ class NormlabOptunaSweeper(Sweeper):
         return _instantiate(self.sampler_cfg, seed=seed + earlier)
 
 
-def _storage_spec(storage: str | None, sweep_dir: Path) -> str:
+def storage_spec(storage: str | None, sweep_dir: Path) -> str:
     """The study's storage as every job can open it: an RDB URL, or a journal file's absolute
     path (the sweep folder's optuna.journal by default)."""
     if storage and "://" in storage:
@@ -116,7 +116,8 @@ def _quoted(value: str) -> str:
 
 def _tell(study, trial, job) -> None:
     """Tell a job's outcome: pruned, or its score (0.0 for a failed cell); a job that raised
-    outside its cell (a framework error) fails the trial and stops the sweep."""
+    outside its cell (a framework error) fails the trial and stops the sweep. A preempted trial
+    is never told as a value: it fails and is asked again, and its cell resumes."""
     from hydra.core.utils import JobStatus
     from optuna.trial import TrialState
 
@@ -127,8 +128,13 @@ def _tell(study, trial, job) -> None:
         job.return_value  # noqa: B018  (raises the job's error, with its traceback)
     cell = Path(job.hydra_cfg.hydra.runtime.output_dir)
     trial.set_user_attr("cell", str(cell))
-    if cell_status(cell) == "pruned":
+    status = cell_status(cell)
+    if status == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
+    elif status == "preempted":
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        log.warning("trial %d was preempted: asked again", trial.number)
     else:
         study.tell(trial, float(job.return_value))
 

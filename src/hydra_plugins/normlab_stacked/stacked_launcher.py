@@ -112,6 +112,7 @@ class StackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        from normlab.reuse import reuse_if_found
         from normlab.stack.plan import plan_stacks, solo_reason
         from normlab.sweep import cell_score, finished_result
 
@@ -143,6 +144,8 @@ class StackedLauncher(Launcher):
                 status = finished_result(cell.run_dir)["status"]
                 log.info("already %s, skipped: %s", status, cell.run_dir)
                 continue
+            if reuse_if_found(cell.resolved, cell.run_dir) is not None:
+                continue  # a finished cell of an earlier sweep (normlab.reuse)
             reason = solo_reason(sweep_config, cell.run_dir)
             if reason and reason.startswith("multi-device") and self.backend == "slurm":
                 raise ValueError(
@@ -222,6 +225,7 @@ class StackedLauncher(Launcher):
     def _run_stacks(self, stacks, sweep_dir: Path, jobs: int, warm: _WarmWorkers) -> None:
         """Each stack in its own worker process, `jobs` at once, the cores shared evenly."""
         from normlab.analysis.progress import sweep_progress
+        from normlab.sweep import stop_on
         from normlab.utils.gpus import visible_gpu_ids
         from normlab.utils.threads import available_cores
 
@@ -238,12 +242,12 @@ class StackedLauncher(Launcher):
         running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, stack size)
         stopping = {"signal": None}
 
-        def forward(signum, frame):  # a preempted sweep stops its stacks at resume-safe points
+        def forward(signum, frame):  # a stopped sweep stops its stacks at resume-safe points
             stopping["signal"] = signum
             for process, _ in running.values():
                 process.send_signal(signum)
 
-        stop_signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         previous = {signum: signal.signal(signum, forward) for signum in stop_signals}
         try:
             while pending or running:
@@ -274,6 +278,8 @@ class StackedLauncher(Launcher):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if stopping["signal"]:  # the stacks saved their checkpoints: the sweep stops
+            stop_on(signal.Signals(stopping["signal"]).name)
 
     def _submit_stacks(self, stacks, sweep_dir: Path) -> None:
         """Each stack as one element of a SLURM job array (submitit), then wait for them all."""

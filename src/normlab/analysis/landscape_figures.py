@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from normlab.analysis.configurations import configuration_labels
+from normlab.analysis.figure_files import FigureOptions, configuration_legend, save_figure
 from normlab.analysis.tables import curves_by_configuration, metric_table
 
 ICS = re.compile(r"^ics/(layer(\d+)|head)/(l2|cos)$")
 LR = "optimizer.lr"
 GOOD_WITHIN = 0.02  # "trains well": mean test accuracy within 2 points of the best lr's
-LR_LABEL = re.compile(r"(, )?optimizer\.lr=[^,]*")
 
 
 def _ics_metrics(curves: pd.DataFrame, kind: str) -> list[str]:
@@ -56,16 +57,19 @@ def plot_ics(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, kind: str) ->
         axis.grid(alpha=0.3)
         axis.label_outer()
     axes[0].legend(fontsize="small")
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(figure, path)
 
 
-def plot_ics_l2(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+def plot_ics_l2(
+    curves: pd.DataFrame, runs: pd.DataFrame, path: Path, options: FigureOptions
+) -> Path | None:
     """`plot_ics` of ||G - G'||."""
     return plot_ics(curves, runs, path, "l2")
 
 
-def plot_ics_cos(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+def plot_ics_cos(
+    curves: pd.DataFrame, runs: pd.DataFrame, path: Path, options: FigureOptions
+) -> Path | None:
     """`plot_ics` of cos(G, G')."""
     return plot_ics(curves, runs, path, "cos")
 
@@ -82,7 +86,9 @@ LANDSCAPE_PANELS = (
 )
 
 
-def plot_landscape(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+def plot_landscape(
+    curves: pd.DataFrame, runs: pd.DataFrame, path: Path, options: FigureOptions
+) -> Path | None:
     """Santurkar Fig. 4 style: per configuration a band from the seed-mean minimum to the
     seed-mean maximum over the eta grid, for the loss along the gradient and the gradient
     predictiveness; the beta-smoothness as a line."""
@@ -114,18 +120,19 @@ def plot_landscape(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path
                 )
             axis.set(title=title, xlabel="steps", yscale=scale)
             axis.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    configuration_legend(figure, axes[0])
+    return save_figure(figure, path)
 
 
-def lr_range(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Per configuration without the lr and per lr: seeds, how many diverged (or failed), mean
-    final test accuracy of the completed ones. None when the sweep does not vary the lr."""
+def lr_range(runs: pd.DataFrame, swept_keys: list[str] | tuple[str, ...]) -> pd.DataFrame | None:
+    """Per configuration without the lr (the other swept keys) and per lr: seeds, how many
+    diverged (or failed), mean final test accuracy of the completed ones. None when the sweep
+    does not vary the lr."""
     if LR not in runs.columns or runs[LR].dropna().nunique() < 2:
         return None
+    groups, _ = configuration_labels(runs, [key for key in swept_keys if key != LR])
     frame = runs.assign(
-        group=runs["configuration"].map(lambda c: LR_LABEL.sub("", c).strip(", ") or "all"),
+        group=groups,
         lr=pd.to_numeric(runs[LR], errors="coerce"),
         acc=pd.to_numeric(runs.get("test/acc"), errors="coerce"),
     )
@@ -177,10 +184,12 @@ def largest_good_lr(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_lr_range(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+def plot_lr_range(
+    curves: pd.DataFrame, runs: pd.DataFrame, path: Path, options: FigureOptions
+) -> Path | None:
     """Final test accuracy against the learning rate (log axis), mean over seeds with every
     seed's point; an lr where a seed diverged is marked x at the bottom."""
-    table = lr_range(runs)
+    table = lr_range(runs, options.swept_keys)
     if table is None:
         return None
     figure = Figure(figsize=(6.6, 4.4), layout="constrained")
@@ -206,16 +215,15 @@ def plot_lr_range(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path 
         ylim=(-0.03, 1.0),
     )
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    configuration_legend(figure, axis)
+    return save_figure(figure, path)
 
 
-def lr_range_section(runs: pd.DataFrame) -> list[str]:
+def lr_range_section(runs: pd.DataFrame, swept_keys: list[str]) -> list[str]:
     """report.md's learning-rate range section (empty when the sweep does not vary the lr)."""
     from normlab.analysis.markdown import BLANK, fixed, markdown_table
 
-    table = lr_range(runs)
+    table = lr_range(runs, swept_keys)
     if table is None:
         return []
     verdict = largest_good_lr(table)

@@ -1,5 +1,5 @@
-"""Hydra callback: every sweep ends with its report (tables, figures) and a summary line per
-configuration on the terminal."""
+"""Hydra callback: every sweep ends with its report (tables, figures) and its summary on the
+terminal: a line per configuration (an ablation), or the best trials (a search)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,8 @@ class ReportOnSweepEnd(Callback):
                 sweep_dir,
             )
             return
-        for row in report.summary.itertuples():
-            print(
-                f"{row.configuration:<40} test/acc {row.test_acc_mean:.4f} ± {row.test_acc_std:.4f}"
-                f" (n={row.n_seeds})"
-            )
+        for line in report.summary_lines():
+            print(line)
         print(f"report: {report.out_dir / 'report.md'}")
         _log_to_wandb(report)
 

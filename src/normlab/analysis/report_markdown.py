@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -10,6 +11,7 @@ from normlab.analysis.collect import COMPLETED
 from normlab.analysis.figures import FIGURES
 from normlab.analysis.landscape_figures import lr_range_section
 from normlab.analysis.markdown import BLANK, fixed, markdown_table
+from normlab.analysis.tables import BANDS
 
 if TYPE_CHECKING:
     from normlab.analysis.report import SweepReport
@@ -24,19 +26,31 @@ def _status_counts(runs: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(status, 0)} {status}" for status in order)
 
 
+INTERVALS = {  # a band's interval columns in the summary, and its column heading
+    "ci95": ("ci95_low", "ci95_high", "95% CI"),
+    "minmax": ("min", "max", "min-max"),
+}
+INTERVAL_NOTES = {
+    "ci95": "95% CI of the mean = mean ± t(0.975, n-1) · std / √n (Student t; needs n ≥ 2; "
+    "not clipped to [0, 1])",
+    "minmax": "min-max: the lowest and the highest seed",
+}
+
+
 def _accuracy_table(report: SweepReport) -> str:
-    """Final test accuracy, its spread, steps to the target and cost per configuration."""
-    s = report.summary
-    acc = fixed(4)
+    """The final metric, its spread, steps to the target and cost per configuration."""
+    s, slug, metric = report.summary, report.summary_prefix, report.options.metric
+    low, high, heading = INTERVALS[report.options.band]
+    value = fixed(4)
     table = pd.DataFrame(
         {
             "configuration": s["configuration"],
             "n seeds": s["n_seeds"],
-            "test acc mean": s["test_acc_mean"].map(acc),
-            "std": s["test_acc_std"].map(acc),
-            "95% CI": [
-                f"[{acc(low)}, {acc(high)}]" if pd.notna(low) else BLANK
-                for low, high in zip(s["test_acc_ci95_low"], s["test_acc_ci95_high"], strict=True)
+            f"{metric} mean": s[f"{slug}_mean"].map(value),
+            "std": s[f"{slug}_std"].map(value),
+            heading: [
+                f"[{value(bottom)}, {value(top)}]" if pd.notna(bottom) and pd.notna(top) else BLANK
+                for bottom, top in zip(s[f"{slug}_{low}"], s[f"{slug}_{high}"], strict=True)
             ],
             f"steps to val acc ≥ {report.target_acc:g}": [
                 f"{fixed(0)(mean)} ({reached}/{n} reached)"
@@ -84,13 +98,29 @@ def _cells_table(runs: pd.DataFrame) -> str:
     )
 
 
+def _configurations_table(report: SweepReport) -> str:
+    """Each configuration's short label and its full overrides."""
+    table = report.summary[["configuration", "overrides", "n_seeds", "not_in_means"]]
+    return markdown_table(
+        table.rename(columns={"n_seeds": "n seeds", "not_in_means": "left out"}),
+    )
+
+
 def _figures_section(report: SweepReport) -> list[str]:
-    """A sub-section per figure: the image, or why it was skipped."""
-    lines = ["## Figures", "", f"PNG files in `{report.out_dir}`, next to this report.", ""]
-    for key, spec in FIGURES.items():
-        shown = report.figures.get(key)
-        body = f"![{spec.heading}]({spec.file_name})" if shown else f"Skipped: {spec.absent}."
-        lines += [f"### {spec.heading}", "", body, ""]
+    """A sub-section per figure the sweep has, or asked for and lacks (with why); figures of
+    instruments the sweep did not turn on are left out."""
+    lines = [
+        "## Figures",
+        "",
+        f"PNG and PDF files in `{report.out_dir}`, next to this report. Bands around a mean "
+        f"over seeds: {BANDS[report.options.band]}.",
+        "",
+    ]
+    for key, path in report.figures.items():
+        spec = FIGURES[key]
+        title = spec.title(report.options)
+        body = f"![{title}]({Path(path).name})" if path else f"Not drawn: {spec.absent}."
+        lines += [f"### {title}", "", body, ""]
     return lines
 
 
@@ -112,20 +142,25 @@ def render_markdown(report: SweepReport) -> str:
         )
         + f": {_status_counts(runs)}",
         f"- Configuration = the swept keys other than the seed: "
-        f"{', '.join(f'`{key}`' for key in report.swept_keys) or 'none (one configuration)'}",
+        f"{', '.join(f'`{key}`' for key in report.swept_keys) or 'none (one configuration)'}"
+        ' (labels: their values; the full overrides under "Configurations")',
         f"- Seeds: {', '.join(seeds) or BLANK}",
         "- Only completed cells enter the numbers; every other cell is listed under "
         '"Cells left out of the means".',
         "",
-        "## Final test accuracy",
+        f"## Final `{report.options.metric}`",
         "",
         _accuracy_table(report),
         "",
-        "Mean and sample standard deviation (ddof=1) of the final `test/acc` over completed seeds; "
-        "95% CI of the mean = mean ± t(0.975, n-1) · std / √n (Student t; needs n ≥ 2; "
-        "not clipped to [0, 1]). "
+        f"Mean and sample standard deviation (ddof=1) of the final `{report.options.metric}` "
+        "over completed seeds (result.json's value, else the last logged in metrics.csv); "
+        f"{INTERVAL_NOTES[report.options.band]}. "
         "Steps to target: first logged validation step with `val/acc` ≥ target, averaged over "
         "the seeds that reached it. Steps count optimizer steps done.",
+        "",
+        "## Configurations",
+        "",
+        _configurations_table(report),
         "",
         "## Validation accuracy at step marks",
         "",
@@ -134,7 +169,7 @@ def render_markdown(report: SweepReport) -> str:
         "Mean over seeds of the last `val/acc` logged at or before each step; blank when a run "
         "stopped before the mark.",
         "",
-        *lr_range_section(runs),
+        *lr_range_section(runs, report.swept_keys),
         *_figures_section(report),
         "## Cells left out of the means",
         "",

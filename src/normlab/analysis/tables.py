@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -9,6 +12,19 @@ from scipy import stats
 from normlab.analysis.collect import COMPLETED
 
 VAL_ACC = "val/acc"
+DEFAULT_METRIC = "test/acc"
+# the spread a figure's band and the summary's interval show: a paper's 95% CI of the mean, or the
+# lowest and highest seed
+BANDS = {"ci95": "95% CI of the mean", "minmax": "min-max"}
+
+
+class MetricNotLogged(ValueError):
+    """`--metric` names a metric no completed cell has."""
+
+
+def metric_slug(metric: str) -> str:
+    """`test/acc` -> `test_acc`: a metric's name in summary.csv columns and file names."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", metric).strip("_")
 
 
 def metric_table(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -53,6 +69,18 @@ def steps_to_target(curves: pd.DataFrame, target: float, metric: str = VAL_ACC) 
     )
 
 
+def band(table: pd.DataFrame, kind: str) -> tuple[pd.Series, pd.Series]:
+    """(low, high) at each step of a step x cell table: `ci95` (mean ± t · std / √n; NaN where
+    fewer than 2 seeds logged the step) or `minmax`."""
+    if kind == "minmax":
+        return table.min(axis=1), table.max(axis=1)
+    n = table.notna().sum(axis=1)
+    half = stats.t.ppf(0.975, (n - 1).clip(lower=1)) * table.std(axis=1, ddof=1) / np.sqrt(n)
+    half = half.where(n > 1)
+    mean = table.mean(axis=1)
+    return mean - half, mean + half
+
+
 def t_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float, int, float]:
     """(mean, sample std, n, half-width of the Student-t confidence interval of the mean)."""
     values = values.dropna().astype(float)
@@ -63,21 +91,61 @@ def t_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float, in
     return float(mean), float(std), n, float(half)
 
 
+def logged_metrics(runs: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """The metrics a report can aggregate: result.json's numbers and metrics.csv's columns."""
+    from_results = [
+        column
+        for column in runs.columns
+        if "/" in column and pd.to_numeric(runs[column], errors="coerce").notna().any()
+    ]
+    return sorted({*from_results, *curves["metric"].unique()})
+
+
+def final_values(runs: pd.DataFrame, curves: pd.DataFrame, metric: str) -> pd.Series:
+    """Each completed cell's final `metric`: result.json's value where it has one (test/acc,
+    val/acc_best), else the last value metrics.csv logged. MetricNotLogged when cells completed
+    and none has it."""
+    done = runs[runs["status"] == COMPLETED]
+    if done.empty:
+        return pd.Series(dtype=float)
+    values = pd.Series(dtype=float)
+    if metric in runs.columns:
+        values = pd.to_numeric(done.set_index("cell")[metric], errors="coerce").dropna()
+    if values.empty:
+        logged = curves[(curves["metric"] == metric) & curves["cell"].isin(done["cell"])]
+        values = logged.sort_values("step").groupby("cell")["value"].last()
+    if values.empty:
+        known = logged_metrics(runs, curves)
+        close = difflib.get_close_matches(metric, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; logged: {', '.join(known)}"
+        raise MetricNotLogged(f"--metric {metric}: no completed cell logged it{hint}")
+    return values
+
+
 def _summary_row(
-    cells: pd.DataFrame, at_marks: pd.DataFrame, to_target: pd.Series, marks: list[int]
+    cells: pd.DataFrame,
+    final: pd.Series,
+    at_marks: pd.DataFrame,
+    to_target: pd.Series,
+    marks: list[int],
+    slug: str,
 ) -> dict:
-    """The aggregate of one configuration's cells."""
+    """The aggregate of one configuration's cells (`final`: each completed cell's metric)."""
     done = cells[cells["status"] == COMPLETED]
-    mean, std, n, half = t_interval(done.get("test/acc", pd.Series(dtype=float)))
+    values = final.reindex(done["cell"])
+    mean, std, n, half = t_interval(values)
     reached = to_target.reindex(done["cell"]).dropna()
     row = {
+        "overrides": cells["overrides_label"].iloc[0] if "overrides_label" in cells else "",
         "n_seeds": n,
         "seeds": " ".join(str(seed) for seed in done["seed"]),
         "not_in_means": int(len(cells) - len(done)),
-        "test_acc_mean": mean,
-        "test_acc_std": std,
-        "test_acc_ci95_low": mean - half,
-        "test_acc_ci95_high": mean + half,
+        f"{slug}_mean": mean,
+        f"{slug}_std": std,
+        f"{slug}_ci95_low": mean - half,
+        f"{slug}_ci95_high": mean + half,
+        f"{slug}_min": values.min(),
+        f"{slug}_max": values.max(),
     }
     for mark in marks:
         row[f"val_acc@{mark}"] = at_marks.reindex(done["cell"])[mark].mean()
@@ -88,15 +156,22 @@ def _summary_row(
 
 
 def summarize(
-    runs: pd.DataFrame, curves: pd.DataFrame, marks: list[int], target_acc: float
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    marks: list[int],
+    target_acc: float,
+    metric: str = DEFAULT_METRIC,
 ) -> pd.DataFrame:
-    """One row per configuration (job order); only completed cells enter the numbers."""
+    """One row per configuration (job order); only completed cells enter the numbers. The final
+    `metric`'s columns are named after it: test_acc_mean, test_acc_std, test_acc_ci95_low ..."""
     completed = runs[runs["status"] == COMPLETED]
     done_curves = curves[curves["cell"].isin(completed["cell"])]
+    final = final_values(runs, done_curves, metric)
     at_marks = value_at_marks(done_curves, marks).reindex(columns=marks)
     to_target = steps_to_target(done_curves, target_acc)
+    slug = metric_slug(metric)
     rows = {
-        label: _summary_row(cells, at_marks, to_target, marks)
+        label: _summary_row(cells, final, at_marks, to_target, marks, slug)
         for label, cells in runs.groupby("configuration", sort=False)
     }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("configuration").reset_index()

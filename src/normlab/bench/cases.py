@@ -28,7 +28,7 @@ LABELS = {
     "landscape": "(l) normlab + landscape probes (ICS, L(w - eta g))",
 }
 STACKED = 12  # the main ablation's cells: 2 activations x 2 norms x 3 seeds
-STACKED_MEMORY = 48  # the memory bound: this stack within 2x a solo run's peak RSS
+STACKED_MEMORY = 48  # the memory bound: this stack within 2x a solo run's peak RSS
 # what the normlab cases add to the shared overrides: the real pipeline with these groups
 NORMLAB_OVERRIDES = {
     "normlab": ["logger=wandb"],

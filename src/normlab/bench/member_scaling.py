@@ -132,7 +132,7 @@ def run_member_scaling(budget: int = 60_000, repeats: int = 3) -> dict[str, Any]
 
 
 def report(measured: dict[str, Any]) -> str:
-    """The table and the last line the issue asks for."""
+    """The table, and a last line with the gain from M = 1 to the largest M."""
     medians = measured["medians"]
     largest = TINY_COUNTS[-1]
     plain = medians[f"plain/{largest}"]

@@ -1,4 +1,4 @@
-"""Medians, spreads and ratios of the repetitions; the Markdown tables; the issue's targets."""
+"""Medians, spreads and ratios of the repetitions; the Markdown tables; the targets."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 from normlab.bench.cases import LABELS
 
 MIB = 1024  # the measurements are in KiB
-# (description, measured ratio, at least) from issue 6; checked by `targets`
+# (description, measured ratio, at least); checked by `targets`
 TARGETS = (
     ("(b) normlab default vs raw loop", ("normlab", "raw"), 0.75),
     ("(c) normlab + instruments vs raw loop", ("instruments", "raw"), 0.65),
     ("(b) normlab default vs (d) template", ("normlab", "template"), 2.0),
 )
 SWEEP_TARGET = 1.6  # parallel launcher vs serial, wall time
-# issue 15: stacked launcher vs the parallel one and vs serial (wall time)
+# the stacked launcher vs the parallel one and vs serial (wall time)
 STACKED_SWEEP_TARGETS = (("parallel launcher", 1.6), ("serial (basic launcher)", 2.5))
 STACKED_LIMIT_TARGET = 0.75  # (j) member-steps/s vs the raw loop at 1 thread x cores
 GRID_SECONDS = 180.0  # the 1,024-cell grid through the CLI, report included
@@ -123,7 +123,7 @@ def targets(
 def stacked_targets(
     by_case: dict[str, dict[int, dict[str, Any]]], sweeps: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Issue 15's targets: the stacked sweep's speed-ups, (j) against the CPU limit, (k)'s
+    """The stacked targets: the stacked sweep's speed-ups, (j) against the CPU limit, (k)'s
     memory against a solo run's."""
     checks = []
     stacked = next((row for row in sweeps if row["variant"] == "stacked launcher"), None)

@@ -4,14 +4,14 @@ dead units and unit symmetry. Pure tensor functions; every result stays on the d
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
 
-from normlab.models.activations import RECTIFIED
+from normlab.models.activations import ActivationOption, activation_option
 
 PERCENTILES = (15, 50, 85)  # the BatchNorm paper's Figure 1(b, c)
-ASYMPTOTES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}  # where the gradient vanishes
 
 
 def units_last(values: torch.Tensor) -> torch.Tensor:
@@ -86,9 +86,11 @@ def distribution(values: torch.Tensor) -> dict[str, torch.Tensor]:
     return stats
 
 
-def saturated_share(output: torch.Tensor, activation: str, margin: float) -> torch.Tensor:
-    """Share of (example, unit) outputs within `margin` of an asymptote of a sigmoid or tanh."""
-    low, high = ASYMPTOTES[activation]
+def saturated_share(
+    output: torch.Tensor, asymptotes: tuple[float, float], margin: float
+) -> torch.Tensor:
+    """Share of (example, unit) outputs within `margin` of an asymptote (a sigmoid's 0 and 1)."""
+    low, high = asymptotes
     return ((output < low + margin) | (output > high - margin)).float().mean()
 
 
@@ -114,7 +116,7 @@ def layer_metrics(
     preactivation: torch.Tensor,
     output: torch.Tensor,
     *,
-    activation: str,
+    activation: str | ActivationOption | Any,  # an option, its config, or a built-in's name
     typical_unit: int,
     margin: float,
 ) -> dict[str, torch.Tensor]:
@@ -124,9 +126,10 @@ def layer_metrics(
     metrics.update(
         {f"act/{layer}/unit/{name}": value for name, value in distribution(unit).items()}
     )
-    if activation in ASYMPTOTES:
-        metrics[f"sat/{layer}"] = saturated_share(output, activation, margin)
-    if activation in RECTIFIED:
+    option = activation_option(activation)
+    if option.asymptotes is not None:
+        metrics[f"sat/{layer}"] = saturated_share(output, option.asymptotes, margin)
+    if option.rectified:
         metrics[f"dead/{layer}"] = dead_share(preactivation)
     metrics[f"sym/{layer}"] = unit_symmetry(output)
     return metrics

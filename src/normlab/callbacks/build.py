@@ -35,7 +35,7 @@ def build_callbacks(cfg, run_dir: Path, members: Sequence | None = None) -> list
         )
         callbacks.append(CheckpointOnPreemption(last_checkpoint(run_dir)))
     if cfg.callbacks.instruments is not None:
-        activations = [member.activation.name for member in members or [cfg]]
+        activations = [member.activation for member in members or [cfg]]
         callbacks.append(Instruments(cfg.callbacks.instruments, activations))
     if cfg.callbacks.get("landscape") is not None:
         callbacks.append(Landscape(cfg.callbacks.landscape))

@@ -24,7 +24,7 @@ from normlab.callbacks.bn_diagnostics import test_time_metrics
 from normlab.callbacks.grad_stats import gradient_metrics, layer_weights, snapshot, update_ratios
 from normlab.callbacks.probe import capture_probe, histogram, probe_inputs, probe_metrics
 from normlab.config.errors import ConfigError
-from normlab.config.schema import ActivationName
+from normlab.models.activations import activation_option
 
 
 def member_networks(pl_module: pl.LightningModule) -> list[nn.Module]:
@@ -59,12 +59,13 @@ class Instruments(Callback):
     """Activation, gradient and batch-norm statistics every N steps (README: "Instruments"),
     for every member of a stack on its own network, logged under its own names."""
 
-    def __init__(self, cfg: Any, activation: str | ActivationName | Sequence[str | ActivationName]):
+    def __init__(self, cfg: Any, activation: Any):
         self.every_n_steps, self.probe_size = cfg.every_n_steps, cfg.probe_size
         self.typical_unit, self.margin = cfg.typical_unit, cfg.saturation_margin
         self.histograms, self.shift = cfg.histograms, cfg.shift
-        names = [activation] if isinstance(activation, (str, ActivationName)) else activation
-        self.activations = [ActivationName(name).value for name in names]
+        # each member's activation option (one for all: an option, its config or its name)
+        several = isinstance(activation, (list, tuple))
+        self.activations = [activation_option(a) for a in (activation if several else [activation])]
         self.probe: torch.Tensor | None = None
         self._step: int | None = None  # the step being recorded, from batch start to batch end
         self._metrics: list[dict[str, torch.Tensor]] = []  # per member

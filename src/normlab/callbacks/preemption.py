@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 # the signals that stop a run at its next resume-safe point
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# (SIGINT, Ctrl+C, too: the run stops at a resume-safe step instead of wherever it is)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(SIGTERMException):

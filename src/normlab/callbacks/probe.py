@@ -4,6 +4,8 @@ the per-layer metrics computed from what they saw."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ def probe_inputs(datamodule: pl.LightningDataModule, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def capture_probe(
-    model: nn.Module, probe: torch.Tensor, activation: str | None = None
+    model: nn.Module, probe: torch.Tensor, activation: Any = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Input and output of every activation layer (key: its name; of the option `activation`
     only, or of any option) and batch norm (key: `norm:<name>`) on the probe batch, in eval
@@ -63,7 +65,7 @@ def capture_probe(
 
 @torch.no_grad()
 def probe_metrics(
-    model: nn.Module, probe: torch.Tensor, *, activation: str, typical_unit: int, margin: float
+    model: nn.Module, probe: torch.Tensor, *, activation: Any, typical_unit: int, margin: float
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The probe batch's metrics of every layer of the `activation` option's type and every
     batch norm (still on the device), and the pre-activations by layer name."""

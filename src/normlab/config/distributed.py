@@ -26,13 +26,9 @@ def check_distributed(cfg) -> None:
             f"{world} ranks (trainer.devices x trainer.num_nodes); use a multiple of "
             f"{world}, e.g. {multiple}"
         )
-    ghosts = norm.ghost_batches
+    ghosts = norm.get("ghost_batches", 1)  # norm=batch's setting
     if ghosts == 1:
         return
-    if norm.name != "batch":
-        raise ConfigError(
-            f"norm.ghost_batches={ghosts} applies to norm=batch only (norm={norm.name.value})"
-        )
     if (world or 1) > 1 and norm.sync:
         raise ConfigError(
             f"norm.ghost_batches={ghosts} splits each device's batch, norm.sync=true "

@@ -4,7 +4,8 @@ line naming the closest real one.
 Hydra's `+key=value` adds a key with OmegaConf's `force_add`, which opens even a node typed by
 a dataclass: left alone, `+norm.num_group=5` would compose, be written into config.yaml and
 change nothing. Here every dataclass node of the schema (TrainConfig and the dataclasses it
-holds) is closed. The open places are the nodes the schema types `Any` or `dict`: `model` (a
+holds) is closed, and so is each `norm` and `activation` option's own schema (the type its
+node carries). The open places are the nodes the schema types `Any` or `dict`: `model` (a
 network's own arguments, checked against its constructor or its `config_schema`),
 `optimizer`, `scheduler.schedule`, `init.weight` / `init.bias` (each built on a throwaway
 tensor), `logger.extra` / `callbacks.extra` (checked against their classes) and `search`.
@@ -27,7 +28,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.config.errors import ConfigError
-from normlab.config.schema import TrainConfig
+from normlab.config.schema import OPTION_SCHEMAS, TrainConfig
 
 # pytorch_lightning.Trainer arguments that normlab sets another way: the option to use instead
 REPLACED_TRAINER_OPTIONS = {
@@ -73,28 +74,48 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     return f"{key}: no such key; {parent or 'the config'} takes: {', '.join(known)}"
 
 
-def check_key(key: str, schema: type = TrainConfig) -> None:
+def check_key(key: str, schema: type = TrainConfig, prefix: str = "") -> None:
     """`key` (dotted) exists in `schema`, or lies below one of its open nodes; else ConfigError."""
     parts = key.split(".")
     for depth, name in enumerate(parts):
         fields = _fields(schema)
         if name not in fields:
-            raise ConfigError(unknown_key_message(".".join(parts[: depth + 1]), list(fields)))
+            missing = prefix + ".".join(parts[: depth + 1])
+            raise ConfigError(unknown_key_message(missing, list(fields)))
         nested = _schema_node(fields[name])
         if nested is None:
             return  # a leaf, or an open node (Any, dict): checked where it is built
         schema = nested
 
 
+def _chosen_schemas(overrides: list[Override]) -> dict[str, type]:
+    """The schema of each group whose option the command line names (`norm=group`): its keys
+    can be checked before composing. A group chosen elsewhere (an experiment, the defaults)
+    or swept is checked on the composed config instead."""
+    chosen = {}
+    for override in overrides:
+        group = override.key_or_group
+        if group in OPTION_SCHEMAS and not override.is_sweep_override():
+            value = override.value()
+            if isinstance(value, str) and value in OPTION_SCHEMAS[group]:
+                chosen[group] = OPTION_SCHEMAS[group][value]
+    return chosen
+
+
 def check_override_keys(overrides: list[Override], config_dir: str) -> None:
     """Every key the command line sets exists (group choices and Hydra's own keys aside)."""
+    chosen = _chosen_schemas(overrides)
     for override in overrides:
         if override.is_hydra_override() or override.is_delete():
             continue
         key = override.key_or_group
         if "/" in key or "@" in key or (Path(config_dir) / key).is_dir():
             continue  # a group choice: norm=group, experiment=bn_cnn
-        check_key(key)
+        group, _, rest = key.partition(".")
+        if group in chosen and rest:
+            check_key(rest, chosen[group], prefix=f"{group}.")
+        else:
+            check_key(key)
 
 
 def check_config_keys(cfg: DictConfig, prefix: str = "") -> None:

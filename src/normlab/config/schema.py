@@ -40,27 +40,9 @@ class Preprocess(str, Enum):
     whiten = "whiten"
 
 
-class NormName(str, Enum):
-    batch = "batch"
-    layer = "layer"
-    group = "group"
-    noisy_batch = "noisy_batch"
-    none = "none"
-
-
 class Placement(str, Enum):
     before_activation = "before_activation"
     after_activation = "after_activation"
-
-
-class ActivationName(str, Enum):
-    sigmoid = "sigmoid"
-    tanh = "tanh"
-    relu = "relu"
-    leaky_relu = "leaky_relu"
-    elu = "elu"
-    gelu = "gelu"
-    identity = "identity"
 
 
 class Interval(str, Enum):
@@ -142,19 +124,37 @@ class VGGConfig:
 
 @dataclass
 class NormConfig:
-    """The normalization layer in every hidden block."""
+    """What every option of the `norm` group has; each option's schema extends it with its own
+    settings (Hydra's schema per option: `conf/norm/<option>.yaml` names it in its defaults).
+    The options themselves are the table `normlab.models.norms.NORMS`."""
 
-    name: NormName = MISSING
+    name: str = MISSING  # a key of NORMS, or your own option's label
+    # your own option: the NormOption it is (module.attribute; docs/extending.md), else null
+    _target_: str | None = None
+    placement: Placement = Placement.before_activation
+    linear_bias: bool | None = None  # null: dropped exactly when a batch-statistics norm follows
+    sync: bool = True  # multi-device runs: all-reduce batch statistics across ranks
+
+
+@dataclass
+class BatchNormConfig(NormConfig):
+    """norm=batch: per-feature mini-batch statistics, running averages at eval time."""
+
     momentum: float = bounded(0.1, ge=0, le=1)  # running-stat update (PyTorch 0.1 = Keras 0.99)
     eps: float = bounded(1e-5, gt=0)
     affine: bool = True  # learned gamma and beta
-    num_groups: int = bounded(1, ge=1)  # group norm: must divide the width / channels
-    placement: Placement = Placement.before_activation
-    linear_bias: bool | None = None  # null: dropped exactly when batch norm follows the linear
-    sync: bool = True  # multi-device runs: all-reduce batch statistics across ranks
-    ghost_batches: int = bounded(1, ge=1)  # BN statistics per 1/G slice of a batch
-    # noisy_batch (models/noisy_batchnorm.py): per unit and step, scale mean ~ U(1 -/+ this),
-    # scale std ~ U(0, this), shift mean ~ U(-/+ this), shift std ~ U(0, this)
+    ghost_batches: int = bounded(1, ge=1)  # statistics per 1/G slice of a batch
+
+
+@dataclass
+class NoisyBatchNormConfig(NormConfig):
+    """norm=noisy_batch (models/noisy_batchnorm.py): batch norm, then per unit and step a
+    random scale and shift: scale mean ~ U(1 -/+ this), scale std ~ U(0, this), shift mean
+    ~ U(-/+ this), shift std ~ U(0, this)."""
+
+    momentum: float = bounded(0.1, ge=0, le=1)
+    eps: float = bounded(1e-5, gt=0)
+    affine: bool = True
     noise_scale_mean: float = bounded(0.5, ge=0)
     noise_scale_std: float = bounded(0.5, ge=0)
     noise_shift_mean: float = bounded(0.5, ge=0)
@@ -162,12 +162,62 @@ class NormConfig:
 
 
 @dataclass
-class ActivationConfig:
-    """The hidden non-linearity."""
+class LayerNormConfig(NormConfig):
+    """norm=layer: statistics over the features of one example."""
 
-    name: ActivationName = MISSING
-    negative_slope: float = bounded(0.01, ge=0)  # leaky_relu
-    alpha: float = bounded(1.0, gt=0)  # elu
+    eps: float = bounded(1e-5, gt=0)
+    affine: bool = True
+
+
+@dataclass
+class GroupNormConfig(NormConfig):
+    """norm=group: statistics over groups of channels of one example."""
+
+    num_groups: int = bounded(1, ge=1)  # must divide the width / channels
+    eps: float = bounded(1e-5, gt=0)
+    affine: bool = True
+
+
+@dataclass
+class ActivationConfig:
+    """What every option of the `activation` group has (each option's schema extends it); the
+    options are the table `normlab.models.activations.ACTIVATIONS`."""
+
+    name: str = MISSING  # a key of ACTIVATIONS, or your own option's label
+    _target_: str | None = None  # your own option: the ActivationOption it is, else null
+
+
+@dataclass
+class LeakyReLUConfig(ActivationConfig):
+    negative_slope: float = bounded(0.01, ge=0)
+
+
+@dataclass
+class ELUConfig(ActivationConfig):
+    alpha: float = bounded(1.0, gt=0)
+
+
+# each built-in option's schema, stored in Hydra's ConfigStore as schema/<group>/<option> (a
+# group of its own, so `norm=` lists only real options)
+# (torch-free here; the tables in normlab.models name the same classes, tested)
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {
+    "norm": {
+        "batch": BatchNormConfig,
+        "noisy_batch": NoisyBatchNormConfig,
+        "layer": LayerNormConfig,
+        "group": GroupNormConfig,
+        "none": NormConfig,
+    },
+    "activation": {
+        "sigmoid": ActivationConfig,
+        "tanh": ActivationConfig,
+        "relu": ActivationConfig,
+        "leaky_relu": LeakyReLUConfig,
+        "elu": ELUConfig,
+        "gelu": ActivationConfig,
+        "identity": ActivationConfig,
+    },
+}
 
 
 @dataclass
@@ -252,7 +302,8 @@ class AugmentConfig:
 
 @dataclass
 class RegularizerConfig:
-    """Any subset of regularizers; an option is on when its entry is present."""
+    """Any subset of regularizers; an option is on when its entry is present. The options are
+    the table normlab.lit.regularizers.REGULARIZERS (each class names its schema here)."""
 
     l2: L2Config | None = None
     l1: L1Config | None = None
@@ -263,6 +314,9 @@ class RegularizerConfig:
     grad_clip: GradClipConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
     augment: AugmentConfig | None = None
+    # your own, by name: {_target_: a normlab.lit.regularizers.Regularizer subclass, its
+    # settings} (docs/extending.md); name=null turns one off
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -333,7 +387,7 @@ class ShiftConfig:
 
 @dataclass
 class InstrumentsConfig:
-    """Probe-batch statistics of activations, gradients and norm layers (issue 3)."""
+    """Probe-batch statistics of activations, gradients and norm layers (callbacks=instruments)."""
 
     every_n_steps: int = bounded(100, ge=1)  # record at optimizer steps 0, N, 2N, ...
     probe_size: int = bounded(500, ge=2)  # the first examples of the validation split
@@ -387,8 +441,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # any network's `_target_` and arguments (normlab.models.build checks them against it)
     model: Any = MISSING
-    norm: NormConfig = field(default_factory=NormConfig)
-    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    # an option's own schema types it (OPTION_SCHEMAS; a user's option: its entry's `config`)
+    norm: Any = MISSING
+    activation: Any = MISSING
     init: InitConfig = field(default_factory=InitConfig)
     optimizer: Any = MISSING
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -409,5 +464,10 @@ class TrainConfig:
 
 
 def register_schemas() -> None:
-    """Store the schema so `conf/train.yaml` can name it in its defaults list."""
-    ConfigStore.instance().store(name="normlab_schema", node=TrainConfig)
+    """Store the schemas so `conf/train.yaml` and each option's YAML can name them in their
+    defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="normlab_schema", node=TrainConfig)
+    for group, options in OPTION_SCHEMAS.items():
+        for option, schema in options.items():
+            store.store(group=f"schema/{group}", name=option, node=schema)

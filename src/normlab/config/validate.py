@@ -5,56 +5,18 @@ Each failure raises `ConfigError` with one line: the key, the value, what is wro
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from typing import Any
-
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from normlab.config.bounds import check_bounds
 from normlab.config.devices import check_devices_present
 from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
 from normlab.config.keys import check_config_keys
-from normlab.config.schema import TrainConfig
+from normlab.config.options import type_options
 from normlab.utils.ranks import per_device_batch
 from normlab.utils.wandb_run import wandb_mode
-
-_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-_BOUND_TEST = {
-    "ge": lambda v, b: v >= b,
-    "gt": lambda v, b: v > b,
-    "le": lambda v, b: v <= b,
-    "lt": lambda v, b: v < b,
-}
-
-
-def _dataclass_of(hint: Any) -> type | None:
-    for candidate in (hint, *typing.get_args(hint)):
-        if dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
-
-
-def check_bounds(cfg: DictConfig, schema: type = TrainConfig, prefix: str = "") -> None:
-    """Enforce the ge/gt/le/lt bounds declared in the schema's field metadata."""
-    hints = typing.get_type_hints(schema)
-    for schema_field in dataclasses.fields(schema):
-        nested = _dataclass_of(hints[schema_field.name])
-        if nested is None and not schema_field.metadata:
-            continue  # nothing to check; reading it could resolve e.g. ${hydra:...} paths
-        value = cfg.get(schema_field.name)
-        key = f"{prefix}{schema_field.name}"
-        if nested is not None and isinstance(value, DictConfig):
-            check_bounds(value, nested, key + ".")
-            continue
-        if value is None:
-            continue
-        for bound, limit in schema_field.metadata.items():
-            if not _BOUND_TEST[bound](value, limit):
-                raise ConfigError(f"{key}={value}: must be {_BOUND_TEXT[bound]} {limit}")
 
 
 def _reason(exc: BaseException) -> str:
@@ -63,7 +25,15 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1]
 
 
-def _dummy_parameter() -> torch.nn.Parameter:
+def _empty(*shape: int):
+    import torch
+
+    return torch.empty(*shape)
+
+
+def _dummy_parameter():
+    import torch  # here: importing the config package loads no torch
+
     return torch.nn.Parameter(torch.zeros(2, 2))
 
 
@@ -120,7 +90,7 @@ def check_init(init_cfg: DictConfig) -> None:
         if spec is None:
             continue
         try:
-            instantiate(spec)(torch.empty(4, 4) if part == "weight" else torch.empty(4))
+            instantiate(spec)(_empty(4, 4) if part == "weight" else _empty(4))
         except Exception as exc:
             raise ConfigError(f"init.{part} ({spec.get('_target_')}): {_reason(exc)}") from None
 
@@ -129,11 +99,12 @@ def check_norm(cfg: DictConfig) -> None:
     """Group counts divide every norm width a network declares (`norm_widths`); batch norm sees
     at least 2 examples per device."""
     from normlab.models.build import network_arguments, network_class
+    from normlab.models.norms import norm_option
 
     norm = cfg.norm
     network = network_class(cfg.model)
     norm_widths = getattr(network, "norm_widths", None)
-    if norm.name == "group" and norm_widths is not None:
+    if "num_groups" in norm and norm_widths is not None:
         widths = sorted(set(norm_widths(**network_arguments(cfg.model, network))))
         bad = [w for w in widths if w % norm.num_groups]
         if bad:
@@ -143,7 +114,7 @@ def check_norm(cfg: DictConfig) -> None:
                 f"norm.num_groups={norm.num_groups} does not divide the hidden width {bad[0]}"
                 f"{width}; pick a divisor, e.g. one of {divisors}"
             )
-    if norm.name in ("batch", "noisy_batch"):
+    if norm_option(norm).batch_statistics:
         per_device = per_device_batch(cfg.trainer, cfg.data.batch_size) or cfg.data.batch_size
         if per_device < 2:
             raise ConfigError(
@@ -191,27 +162,12 @@ def check_data(data: DictConfig) -> None:
         )
 
 
-SEED_KEYS = ("seed", "seed_init", "seed_data")
-
-
-def check_seeds(cfg: DictConfig) -> None:
-    """The seeds' bounds: all a config that differs from a validated one only in its seeds
-    still needs checking (a stack's members often do)."""
-    for schema_field in dataclasses.fields(TrainConfig):
-        value = cfg.get(schema_field.name)
-        if schema_field.name in SEED_KEYS and value is not None:
-            for bound, limit in schema_field.metadata.items():
-                if not _BOUND_TEST[bound](value, limit):
-                    raise ConfigError(
-                        f"{schema_field.name}={value}: must be {_BOUND_TEXT[bound]} {limit}"
-                    )
-
-
 def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:
     """Run every check; the first failure raises ConfigError. `devices_here=False` leaves out
     whether the requested devices exist (a sweep submitted to SLURM runs elsewhere)."""
     from normlab.models.build import check_network
 
+    type_options(cfg)
     check_config_keys(cfg)
     check_bounds(cfg)
     check_network(cfg)

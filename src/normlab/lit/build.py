@@ -9,25 +9,20 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from normlab.config.errors import ConfigError
-from normlab.lit.augment import RandomShiftFlip
 from normlab.lit.member_schedules import MemberSchedule
 from normlab.lit.module import ClassifierModule, MemberTraining
+from normlab.lit.regularizers import regularizer_entries
 from normlab.models.members import MemberNetworks
 
 
 def member_training(cfg, input_shape: tuple[int, ...]) -> MemberTraining:
     """How the cell of `cfg` trains its network: optimizer, schedule, loss and regularizers."""
-    reg = cfg.regularizer
-    augment = None
-    if reg.get("augment") is not None:
-        if len(input_shape) != 3:
-            raise ConfigError(
-                f"regularizer=augment needs image data; data={cfg.data.name.value} "
-                f"gives inputs of shape {input_shape}"
-            )
-        augment = RandomShiftFlip(reg.augment.max_shift, reg.augment.hflip)
+    if cfg.regularizer.get("augment") is not None and len(input_shape) != 3:
+        raise ConfigError(
+            f"regularizer=augment needs image data; data={cfg.data.name.value} "
+            f"gives inputs of shape {input_shape}"
+        )
     schedule = cfg.scheduler.schedule
-    decay = reg.get("weight_decay")
     return MemberTraining(
         optimizer_factory=instantiate(cfg.optimizer),
         schedule=MemberSchedule(
@@ -35,16 +30,7 @@ def member_training(cfg, input_shape: tuple[int, ...]) -> MemberTraining:
             cfg.scheduler.interval.value,
             cfg.scheduler.frequency,
         ),
-        label_smoothing=reg.label_smoothing.value if reg.get("label_smoothing") else 0.0,
-        l2=reg.l2.strength if reg.get("l2") else 0.0,
-        l1=reg.l1.strength if reg.get("l1") else 0.0,
-        weight_decay=decay.value if decay else 0.0,
-        decay_norm_and_bias=bool(decay.decay_norm_and_bias) if decay else False,
-        augment=augment,
-        grad_clip=(reg.grad_clip.value, reg.grad_clip.algorithm.value)
-        if reg.get("grad_clip")
-        else None,
-        early_stopping=reg.get("early_stopping"),
+        regularizers=regularizer_entries(cfg.regularizer),
     )
 
 

@@ -2,9 +2,11 @@
 tensor ops over the member axis.
 
 Per step: each member's batch through MemberNetworks (one batched forward), each member's
-cross-entropy with its own label smoothing and L2 / L1 penalties (`[M]`), one backward of their
-sum (each member's gradient is exactly its own), one MemberOptimizer step (masking, decoupled
-decay, clipping, the update, all member-wise), the member-wise schedules, and the training sums.
+cross-entropy plus its regularizers' loss terms (`[M]`: label smoothing, L2 / L1 penalties), one
+backward of their sum (each member's gradient is exactly its own), one MemberOptimizer step
+(masking, decoupled decay, clipping, the update, all member-wise), the member-wise schedules,
+and the training sums. Regularizers act where their `acts_on` says (normlab.lit.regularizers),
+one call each over the member axis.
 Member-wise settings are `[M]` tensors; there is no Python loop over members in the step but for
 random draws (one small op per member and draw: each member's masks come from its own stream).
 
@@ -27,21 +29,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from normlab.lit.augment import MemberAugment, RandomShiftFlip
 from normlab.lit.ddp import gather_rank_states, rank_state
-from normlab.lit.early_stopping import MemberEarlyStopping
 from normlab.lit.lightning_compat import FX_NAME_ATTRIBUTE, is_attached
-from normlab.lit.losses import member_cross_entropy, member_penalty
+from normlab.lit.losses import member_cross_entropy
 from normlab.lit.member_schedules import MemberSchedule, MemberSchedules
-from normlab.lit.optimizers import MemberOptimizer, clip_columns, member_optimizer
-from normlab.lit.regularizers import weight_matrix_names
+from normlab.lit.optimizers import MemberOptimizer, member_optimizer
+from normlab.lit.regularizers import PLACES, Regularizer, weight_matrix_names
 from normlab.models.members import MemberNetworks
 
 
@@ -51,18 +52,27 @@ class MemberTraining:
 
     optimizer_factory: Callable
     schedule: MemberSchedule | None = None
-    label_smoothing: float = 0.0
-    l2: float = 0.0
-    l1: float = 0.0
-    weight_decay: float = 0.0
-    decay_norm_and_bias: bool = False
-    augment: RandomShiftFlip | None = None
-    grad_clip: tuple[float, str] | None = None  # (value, "norm" | "value")
-    early_stopping: Any | None = None  # the regularizer.early_stopping config
+    # the regularizers it uses by name: (Regularizer class, its settings)
+    regularizers: dict[str, tuple[type[Regularizer], Any]] = field(default_factory=dict)
 
 
-def _column(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor([float(v) for v in values]).unsqueeze(1)
+def member_regularizers(
+    specs: Sequence[MemberTraining], model: MemberNetworks
+) -> dict[str, Regularizer]:
+    """One Regularizer per name any member uses, over every member's settings (None for a
+    member without it)."""
+    kinds: dict[str, type[Regularizer]] = {}
+    for spec in specs:
+        for name, (kind, _) in spec.regularizers.items():
+            if kinds.setdefault(name, kind) is not kind:
+                raise ValueError(f"regularizer {name} names two classes in one stack")
+    return {
+        name: kind(
+            [spec.regularizers[name][1] if name in spec.regularizers else None for spec in specs],
+            model,
+        )
+        for name, kind in kinds.items()
+    }
 
 
 class ClassifierModule(pl.LightningModule):
@@ -86,21 +96,12 @@ class ClassifierModule(pl.LightningModule):
             raise ValueError(f"{count} networks but {len(self.specs)} members")
         self.config = config or {}
         self.num_classes = num_classes
-        specs = self.specs
-        # member-wise settings (not saved: they come from the configs)
-        smoothing = [s.label_smoothing for s in specs]
-        self.register_buffer("smoothing", _column(smoothing) if any(smoothing) else None, False)
-        self.register_buffer("l2", _column([s.l2 for s in specs]).squeeze(1), False)
-        self.register_buffer("l1", _column([s.l1 for s in specs]).squeeze(1), False)
-        self.use_l2, self.use_l1 = any(s.l2 for s in specs), any(s.l1 for s in specs)
         self.weight_names = weight_matrix_names(model.networks)
-        augments = [s.augment for s in specs]
-        self.augment = (
-            MemberAugment(augments, model.randomness)
-            if any(a is not None for a in augments)
-            else None
-        )
-        self.early_stopping = MemberEarlyStopping([s.early_stopping for s in specs])
+        # every regularizer a member uses (normlab.lit.regularizers), by where it acts
+        self.regularizers = nn.ModuleDict(member_regularizers(self.specs, model))
+        self.acting_on = {
+            place: [r for r in self.regularizers.values() if r.acts_on == place] for place in PLACES
+        }
         # what training has done to each member (saved in checkpoints)
         self.register_buffer("active", torch.ones(count, dtype=torch.bool))
         self.register_buffer("diverged_at", torch.full((count,), -1, dtype=torch.int64))
@@ -139,16 +140,13 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch  # [M, B, ...], [M, B]
-        if self.augment is not None:
-            x = self.augment(x)
+        for regularizer in self.acting_on["batch"]:
+            x = regularizer.batch(x)
         logits = self.model(x)
-        losses = member_cross_entropy(logits, y, self.smoothing)
+        losses = member_cross_entropy(logits, y)  # what train/loss logs
         objective = losses
-        if self.use_l2 or self.use_l1:
-            weights = [self.model.leaf(name) for name in self.weight_names]
-            batch_size = y.shape[1] * self.trainer.world_size
-            l2, l1 = (self.l2 if self.use_l2 else None), (self.l1 if self.use_l1 else None)
-            objective = objective + member_penalty(weights, l2, l1, batch_size)
+        for regularizer in self.acting_on["loss"]:
+            objective = objective + regularizer.loss(self, logits, y)
         total = objective.sum()
         step = self.global_step
         logging = (step + 1) % self.trainer.log_every_n_steps == 0
@@ -158,7 +156,13 @@ class ClassifierModule(pl.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(total)
+        with torch.no_grad():
+            for regularizer in self.acting_on["gradients"]:
+                regularizer.gradients(self)
         optimizer.step()  # runs the on_before_optimizer_step hooks, counts the global step
+        with torch.no_grad():
+            for regularizer in self.acting_on["weights"]:
+                regularizer.weights(self)
         if self.schedules is not None:
             self.schedules.step("step", batch_idx + 1)
             if batch_idx + 1 == self.trainer.num_training_batches:
@@ -184,6 +188,10 @@ class ClassifierModule(pl.LightningModule):
         epochs = trainer.max_epochs
         last_epoch = epochs is not None and epochs >= 0 and self.current_epoch + 1 >= epochs
         return last_epoch and batch_idx + 1 == trainer.num_training_batches
+
+    def global_batch_size(self, y: torch.Tensor) -> int:
+        """The training batch's examples per member over every DDP rank (`y`: `[M, B]`)."""
+        return y.shape[1] * self.trainer.world_size
 
     @property
     def member_optimizer(self) -> MemberOptimizer:
@@ -248,8 +256,8 @@ class ClassifierModule(pl.LightningModule):
         fitting = self.trainer.state.fn == "fit"
         self.log_members(metrics, self.global_step - 1 if fitting else self.global_step, counted)
         if fitting:
-            stopping = self.early_stopping(metrics, self.active)
-            self._stop_members(stopping)
+            for regularizer in self.acting_on["validation"]:
+                self._stop_members(regularizer.validation(metrics, self.active))
 
     def _stop_members(self, stopping: torch.Tensor) -> None:
         """Early stopping of the members in `stopping`: mask them, keep their buffers as they are
@@ -324,15 +332,14 @@ class ClassifierModule(pl.LightningModule):
         """One MemberOptimizer over every member (member-wise settings), and the members'
         schedules (they act on its `[M]` learning rates)."""
         specs, model = self.specs, self.model
-        flat = model.flat
-        clip_norm, clip_value = clip_columns([s.grad_clip for s in specs], flat)
+        arguments: dict[str, Any] = {}  # decay and clipping act inside its step
+        for regularizer in self.acting_on["optimizer"]:
+            arguments.update(regularizer.optimizer_arguments(self))
         optimizer = member_optimizer(
             model,
             [s.optimizer_factory for s in specs],
             active=lambda: self.active,
-            decay_rate=self._decay_rates(),
-            clip_norm=clip_norm,
-            clip_value=clip_value,
+            **arguments,
         )
         schedules = [s.schedule or MemberSchedule(None) for s in specs]
         if any(member.schedule is not None for member in schedules):
@@ -343,24 +350,6 @@ class ClassifierModule(pl.LightningModule):
                 self.schedules.load_state_dict(self.restored_schedules)
                 self.restored_schedules = None
         return optimizer
-
-    def _decay_rates(self) -> torch.Tensor | None:
-        """normlab's decoupled weight decay of every parameter column, `[M, P]` (None when no
-        member decays): weight matrices decay, biases and norm gains and shifts only with
-        `decay_norm_and_bias` (decaying them shrinks the scale and offset the network learned
-        without regularizing its complexity)."""
-        specs, model = self.specs, self.model
-        if not any(s.weight_decay for s in specs):
-            return None
-        is_weight = torch.zeros(model.flat.shape[1], dtype=torch.bool)
-        for name in self.weight_names:
-            slot = model.slots[name]
-            is_weight[slot.start : slot.end] = True
-        rows = [
-            torch.full_like(is_weight, True) if s.decay_norm_and_bias else is_weight for s in specs
-        ]
-        rates = torch.tensor([s.weight_decay for s in specs]).unsqueeze(1)
-        return (torch.stack(rows).to(rates.dtype) * rates).to(model.flat)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around every hook call, some 40 times a step, and
@@ -393,6 +382,10 @@ class ClassifierModule(pl.LightningModule):
             )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # early stopping's state was `early_stopping.*` before regularizers had a table
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("early_stopping.")]:
+            state[f"regularizers.early_stopping.rule.{key.partition('.')[2]}"] = state.pop(key)
         if "normlab_rng" in checkpoint:
             self.model.randomness.load_state_dict(checkpoint["normlab_rng"])
         self.stopped_buffers = dict(checkpoint.get("normlab_stopped_buffers", {}))

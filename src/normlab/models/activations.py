@@ -1,13 +1,26 @@
-"""Activation factory: config name -> module; families tell the instruments what to measure."""
+"""The `activation` group's options: one table, `ACTIVATIONS`, from an option's name to what it
+is: its settings' schema, its module, and what the instruments measure on it.
+
+An activation acts on each number on its own, so one module serves a whole stack (any shape,
+any member count): a stack needs nothing more from it. Your own activation is an entry in a
+module of yours, named by its YAML's `_target_` (docs/extending.md, "A new activation").
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from normlab.config.schema import ActivationName
-
-SATURATING = {"sigmoid", "tanh"}  # near-zero gradient far from the origin
-RECTIFIED = {"relu", "leaky_relu", "elu", "gelu"}  # dead (always-negative) units possible
+from normlab.config.errors import ConfigError
+from normlab.config.options import typed_settings
+from normlab.config.schema import ActivationConfig, ELUConfig, LeakyReLUConfig
+from normlab.config.targets import import_target
 
 
 class IdentityActivation(nn.Identity):
@@ -15,35 +28,87 @@ class IdentityActivation(nn.Identity):
     tell it from the other nn.Identity placeholders of a network (no norm, no pooling)."""
 
 
-_TYPES = {
-    ActivationName.sigmoid: nn.Sigmoid,
-    ActivationName.tanh: nn.Tanh,
-    ActivationName.relu: nn.ReLU,
-    ActivationName.leaky_relu: nn.LeakyReLU,
-    ActivationName.elu: nn.ELU,
-    ActivationName.gelu: nn.GELU,
-    ActivationName.identity: IdentityActivation,
+@dataclass(frozen=True)
+class ActivationOption:
+    """One option of the `activation` group."""
+
+    config: type  # its settings' schema: a dataclass extending ActivationConfig
+    module: type[nn.Module]  # its class: what the instruments look for in any network
+    build: Callable[[Any], nn.Module]  # settings -> a new module
+    # the values it saturates towards, where its gradient vanishes: the instruments measure
+    # the share of outputs near them (sat/<layer>); None: it does not saturate
+    asymptotes: tuple[float, float] | None = None
+    # zero (or nearly) for negative inputs: the instruments measure dead units (dead/<layer>)
+    rectified: bool = False
+
+
+def _plain(module: type[nn.Module], **traits: Any) -> ActivationOption:
+    return ActivationOption(ActivationConfig, module, lambda settings: module(), **traits)
+
+
+ACTIVATIONS: dict[str, ActivationOption] = {
+    "sigmoid": _plain(nn.Sigmoid, asymptotes=(0.0, 1.0)),
+    "tanh": _plain(nn.Tanh, asymptotes=(-1.0, 1.0)),
+    "relu": _plain(nn.ReLU, rectified=True),
+    "leaky_relu": ActivationOption(
+        LeakyReLUConfig, nn.LeakyReLU, lambda s: nn.LeakyReLU(s.negative_slope), rectified=True
+    ),
+    "elu": ActivationOption(ELUConfig, nn.ELU, lambda s: nn.ELU(s.alpha), rectified=True),
+    "gelu": _plain(nn.GELU, rectified=True),
+    "identity": _plain(IdentityActivation),
 }
-ACTIVATION_TYPES = tuple(_TYPES.values())  # what the instruments look for in any network
 
 
-def activation_type(name: str) -> type[nn.Module]:
-    """The module class of the option `name` of the `activation` group."""
-    return _TYPES[ActivationName(name)]
+def activation_option(act_cfg: Any) -> ActivationOption:
+    """The option `act_cfg` configures: its `_target_` (your own entry), else ACTIVATIONS[name]
+    (`act_cfg` may also be a built-in option's name, or an option)."""
+    if isinstance(act_cfg, ActivationOption):
+        return act_cfg
+    target = act_cfg.get("_target_") if not isinstance(act_cfg, str) else None
+    if target:
+        return _located(str(target))
+    name = act_cfg if isinstance(act_cfg, str) else str(act_cfg.get("name"))
+    if name not in ACTIVATIONS:
+        raise ConfigError(
+            f"activation.name={name}: no such activation; normlab has {', '.join(ACTIVATIONS)} "
+            "(your own: activation._target_=<module.ENTRY>, docs/extending.md)"
+        )
+    return ACTIVATIONS[name]
 
 
-def build_activation(name: str, *, negative_slope: float = 0.01, alpha: float = 1.0) -> nn.Module:
-    """The non-linearity called `name`."""
-    kind = ActivationName(name)
-    if kind is ActivationName.leaky_relu:
-        return nn.LeakyReLU(negative_slope)
-    if kind is ActivationName.elu:
-        return nn.ELU(alpha)
-    return _TYPES[kind]()
+@functools.cache
+def _located(target: str) -> ActivationOption:
+    where = f"activation._target_={target}"
+    option = import_target(where, target, "package.module.ENTRY")
+    if not isinstance(option, ActivationOption):
+        raise ConfigError(
+            f"{where} is a {type(option).__name__}, not an ActivationOption "
+            '(docs/extending.md, "A new activation")'
+        )
+    return option
 
 
-def activation_from_config(act_cfg) -> nn.Module:
-    """`build_activation` with the arguments of the `activation` config group."""
-    return build_activation(
-        act_cfg.name, negative_slope=act_cfg.negative_slope, alpha=act_cfg.alpha
-    )
+def activation_settings(act_cfg: Any) -> DictConfig:
+    """`act_cfg` typed and bounded by its option's schema (a built-in option's node already is)."""
+    option = activation_option(act_cfg)
+    typed_by = OmegaConf.get_type(act_cfg)
+    if typed_by is option.config:
+        return act_cfg
+    if dataclasses.is_dataclass(typed_by) and not act_cfg.get("_target_"):
+        name = act_cfg.get("name")
+        raise ConfigError(
+            f"activation.name={name} on the settings of another option; choose it with "
+            f"activation={name} (the group option, not its name key)"
+        )
+    return typed_settings(act_cfg, option.config, "activation")
+
+
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """The module classes of every built-in option: what the instruments look for in a network
+    when no option is named."""
+    return tuple(option.module for option in ACTIVATIONS.values())
+
+
+def activation_from_config(act_cfg: Any) -> nn.Module:
+    """A new module of the non-linearity the `activation` group configures."""
+    return activation_option(act_cfg).build(activation_settings(act_cfg))

@@ -29,11 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from normlab.config.bounds import check_bounds
 from normlab.config.errors import ConfigError
 from normlab.config.targets import import_target
 from normlab.models.activations import activation_from_config
 from normlab.models.initialization import initialize
-from normlab.models.norms import linear_needs_bias, norm_from_config
+from normlab.models.norms import build_norm, linear_needs_bias, norm_settings
 
 CONVENTION = ("norm_layer", "act_layer", "num_classes", "input_shape")
 # where normlab takes each argument it passes from (a `model` key cannot set them)
@@ -93,7 +94,6 @@ def _takes_any(network: Callable) -> bool:
 def network_arguments(model_cfg: DictConfig, network: Callable) -> dict:
     """The network's own arguments: the keys of `model` but `_target_`, typed and bounded by
     the class's `config_schema` dataclass when it has one."""
-    from normlab.config.validate import check_bounds
 
     schema = getattr(network, "config_schema", None)
     typed = model_cfg
@@ -112,10 +112,10 @@ def network_arguments(model_cfg: DictConfig, network: Callable) -> dict:
 
 def _feature_arguments(cfg) -> dict:
     """The normlab features a network may take, with the values `cfg` gives them."""
-    regularizer = cfg.regularizer
+    regularizer, norm = cfg.regularizer, norm_settings(cfg.norm)
     return {
-        "norm_before_act": cfg.norm.placement == "before_activation",
-        "linear_bias": linear_needs_bias(cfg.norm),
+        "norm_before_act": norm.placement == "before_activation",
+        "linear_bias": linear_needs_bias(norm),
         "dropout": regularizer.dropout.p if regularizer.get("dropout") else 0.0,
         "dropconnect": regularizer.dropconnect.p if regularizer.get("dropconnect") else 0.0,
     }
@@ -123,11 +123,11 @@ def _feature_arguments(cfg) -> dict:
 
 def _asked_for(cfg) -> dict[str, str]:
     """The features `cfg` asks for (feature -> the setting asking), which the network must take."""
-    asked = {}
-    if cfg.norm.placement != "before_activation":
-        asked["norm_before_act"] = f"norm.placement={getattr(cfg.norm.placement, 'value', '')}"
-    if cfg.norm.linear_bias is not None:
-        asked["linear_bias"] = f"norm.linear_bias={cfg.norm.linear_bias}"
+    asked, norm = {}, norm_settings(cfg.norm)
+    if norm.placement != "before_activation":
+        asked["norm_before_act"] = f"norm.placement={getattr(norm.placement, 'value', '')}"
+    if norm.linear_bias is not None:
+        asked["linear_bias"] = f"norm.linear_bias={norm.linear_bias}"
     for name in ("dropout", "dropconnect"):
         if cfg.regularizer.get(name):
             asked[name] = f"regularizer={name}"
@@ -174,7 +174,9 @@ def norm_factory(norm_cfg, input_shape: tuple[int, ...]) -> Callable[..., nn.Mod
     image_data = len(input_shape) == 3
 
     def norm_layer(num_features: int, *, spatial: bool | None = None) -> nn.Module:
-        return norm_from_config(norm_cfg, num_features, image_data if spatial is None else spatial)
+        return build_norm(
+            norm_cfg, num_features, spatial=image_data if spatial is None else spatial
+        )
 
     return norm_layer
 

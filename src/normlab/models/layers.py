@@ -9,10 +9,11 @@ hidden block `layer2` (transform, norm, act) logs `act/layer2/...`, `bn/layer2/.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
-from normlab.models.activations import ACTIVATION_TYPES, activation_type
+from normlab.models.activations import activation_option, activation_types
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers the `init` group initializes
@@ -32,10 +33,10 @@ def named_layers(model: nn.Module, is_kind: Callable[[nn.Module], bool]) -> dict
     return layers
 
 
-def activation_layers(model: nn.Module, activation: str | None = None) -> dict[str, nn.Module]:
-    """The non-linearities of `model` by name: those of the `activation` group's option
-    `activation`, or (None) of every option."""
-    kinds = ACTIVATION_TYPES if activation is None else activation_type(activation)
+def activation_layers(model: nn.Module, activation: Any = None) -> dict[str, nn.Module]:
+    """The non-linearities of `model` by name: those of the `activation` option `activation`
+    (an option, its config or a built-in's name), or (None) of every built-in option."""
+    kinds = activation_types() if activation is None else activation_option(activation).module
     return named_layers(model, lambda module: isinstance(module, kinds))
 
 

@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from normlab.models.blocks import HiddenBlock
 from normlab.models.dropconnect import DropConnectLinear
-from normlab.models.sync_batchnorm import synced_batch_norm
+from normlab.models.norms import stacked_form
+from normlab.models.stacked_norms import NormRows
 
 if TYPE_CHECKING:
     from normlab.models.members import MemberNetworks
@@ -205,45 +205,20 @@ def _norm_runs(networks: MemberNetworks, prefix: str, norms: Sequence[nn.Module]
     return _per_run(parts, maps, len(norms))
 
 
-class _Rows:
-    """Rows [start, end) of a stacked leaf (or None), flattened on demand for fused calls."""
-
-    def __init__(self, leaf: nn.Parameter | None, start: int, end: int, whole: bool):
-        self.leaf, self.start, self.end, self.whole = leaf, start, end, whole
-
-    def get(self) -> torch.Tensor | None:
-        if self.leaf is None:
-            return None
-        return self.leaf if self.whole else self.leaf[self.start : self.end]
-
-
 def _stacked_norm(networks, prefix: str, norms, start: int, end: int, maps: bool):
-    """One run of same-kind norms (members start..end) over members-first features or
-    channel-stacked maps."""
+    """One run of same-kind norms (members start..end) in its stacked form
+    (normlab.models.stacked_norms), or one member's own layer when it has none."""
     first = norms[start]
-    whole = start == 0 and end == len(norms)
-    weight = _Rows(_optional_leaf(networks, f"{prefix}.weight"), start, end, whole)
-    bias = _Rows(_optional_leaf(networks, f"{prefix}.bias"), start, end, whole)
-    if isinstance(first, nn.Identity):
-        return lambda x: x
-    if type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):  # not ghost or noisy subclasses
-        return _StackedBatchNorm(networks, prefix, first, weight, bias, start, end, maps)
-    if isinstance(first, nn.GroupNorm):
-        return lambda x: _group_norm(first, weight, bias, end - start, x, maps)
-    if isinstance(first, nn.LayerNorm) and not maps:
-
-        def layer_norm(x: torch.Tensor) -> torch.Tensor:  # over each example's features
-            out = F.layer_norm(x.transpose(1, 2), first.normalized_shape, None, None, first.eps)
-            return _affine(out, weight, bias).transpose(1, 2)
-
-        return layer_norm
+    form = stacked_form(first)
+    if form is not None:
+        return form(first, NormRows(networks, prefix, start, end, maps))
     if len(norms) > 1:
-        raise NotStackable(f"{prefix} ({type(first).__name__}) has no batched form")
+        raise NotStackable(f"{prefix} ({type(first).__name__}) has no stacked form")
     return lambda x: _single_member(networks, f"{prefix}", first, x, maps)
 
 
 def _single_member(networks, prefix: str, module: nn.Module, x: torch.Tensor, maps: bool):
-    """The one member's own module over its rows of the leaves (a norm with no batched form)."""
+    """The one member's own module over its rows of the leaves (a norm with no stacked form)."""
     arguments = {
         name.removeprefix(f"{prefix}."): value
         for name, value in networks.row_arguments(0).items()
@@ -252,68 +227,6 @@ def _single_member(networks, prefix: str, module: nn.Module, x: torch.Tensor, ma
     if maps:
         return functional_call(module, arguments, (x,))
     return functional_call(module, arguments, (x[0].t(),)).t().unsqueeze(0)
-
-
-def _affine(x: torch.Tensor, weight: _Rows, bias: _Rows) -> torch.Tensor:
-    """`x` (`[M, B, F]`) scaled and shifted by each member's own gain and shift."""
-    w = weight.get()
-    if w is None:
-        return x
-    return x * w.unsqueeze(1) + bias.get().unsqueeze(1)
-
-
-def _group_norm(first: nn.GroupNorm, weight: _Rows, bias: _Rows, count: int, x, maps: bool):
-    if maps:  # [B, M*C, H, W]: M*G groups are exactly each member's G groups
-        w, b = weight.get(), bias.get()
-        w = w.flatten() if w is not None else None
-        b = b.flatten() if b is not None else None
-        return F.group_norm(x, count * first.num_groups, w, b, first.eps)
-    members, features, batch = x.shape  # groups of each example's features
-    rows = x.transpose(1, 2).reshape(members * batch, features)
-    out = F.group_norm(rows, first.num_groups, None, None, first.eps)
-    return _affine(out.reshape(members, batch, features), weight, bias).transpose(1, 2)
-
-
-class _StackedBatchNorm:
-    """Batch norm of a run of members in one call: member m's feature f is channel m*F + f, so
-    the statistics are exactly each member's own, and the running statistics (rows of the stacked
-    buffers) are updated in place. Under DDP with `norm.sync`, statistics span the ranks."""
-
-    def __init__(self, networks, prefix, first, weight: _Rows, bias: _Rows, start, end, maps):
-        self.networks, self.prefix, self.first = networks, prefix, first
-        self.weight, self.bias, self.start, self.end, self.maps = weight, bias, start, end, maps
-
-    def _buffer(self, name: str) -> torch.Tensor | None:
-        if not self.first.track_running_stats:
-            return None
-        return self.networks.stacked_buffer(f"{self.prefix}.{name}")[self.start : self.end]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first
-        # the stack's mode (the members' modules may have been replaced, e.g. synchronized)
-        training = self.networks.training
-        mean, var = self._buffer("running_mean"), self._buffer("running_var")
-        if mean is not None:
-            mean, var = mean.reshape(-1), var.reshape(-1)  # views: rows are contiguous
-        w, b = self.weight.get(), self.bias.get()
-        w = w.reshape(-1) if w is not None else None
-        b = b.reshape(-1) if b is not None else None
-        shape = x.shape
-        if not self.maps:  # [M, F, B]: M*F channels of one batch
-            x = x.reshape(1, shape[0] * shape[1], shape[2])
-        if training and mean is not None:
-            self._buffer("num_batches_tracked").add_(1)
-        if training and self.networks.sync_batch_norm and _distributed():
-            tracked = self._buffer("num_batches_tracked")
-            out = synced_batch_norm(x, mean, var, tracked, w, b, first.momentum, first.eps)
-        else:
-            use_batch = training or mean is None
-            out = F.batch_norm(x, mean, var, w, b, use_batch, first.momentum or 0.0, first.eps)
-        return out.reshape(shape)
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _hidden_block(networks, prefix: str, blocks: Sequence[HiddenBlock], maps: bool) -> Layer:

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 STATE_COPIES = 6  # parameters, gradients, up to two optimizer moments, decay and stop snapshots
-MEMBER_OVERHEAD_BYTES = 600 * 1024  # host memory per member beyond its tensors (measured 0.5 MiB)
+MEMBER_OVERHEAD_BYTES = 600 * 1024  # host memory per member beyond its tensors (see the module doc)
 MEMORY_SHARE = 0.5  # of the memory available at launch: room for the data, the report, the rest
 # one example's shape and the class count, for the built-in data sets (data=custom: read)
 _SHAPES = {

@@ -94,6 +94,7 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
     """Why this cell cannot train in a stack, or None when it can."""
     from normlab.lit.member_schedules import closed_form
     from normlab.lit.optimizers import member_wise
+    from normlab.models.norms import norm_option, norm_settings
 
     trainer = cfg.trainer
     if trainer.devices not in (1, "1") or trainer.num_nodes != 1 or trainer.strategy != "auto":
@@ -107,12 +108,12 @@ def solo_reason(cfg: DictConfig, run_dir: Path) -> str | None:
         return "compile=true compiles one member's forward"
     if last_checkpoint(run_dir).is_file():
         return "it resumes its own solo checkpoint"
-    if cfg.norm.name == "noisy_batch":
-        # its noise is drawn inside the norm layer from the process's generator, not from each
-        # member's own stream (normlab.models.member_randomness) as dropout's is
-        return "norm=noisy_batch draws its noise from the run's own random stream"
-    if cfg.norm.ghost_batches > 1:
-        return "norm.ghost_batches > 1 has no batched form for several members"
+    # a norm that draws inside its layer draws from the process's generator, not from each
+    # member's own stream (normlab.models.member_randomness) as dropout does
+    norm = norm_settings(cfg.norm)
+    reason = norm_option(norm).solo_reason(norm)
+    if reason is not None:
+        return reason
     if str(trainer.precision).startswith("16"):
         # one gradient scaler for the whole stack: one member's overflow would skip every
         # member's step
@@ -157,8 +158,8 @@ def plan_stacks(cells: Sequence[Cell], max_members: int, jobs: int) -> list[Stac
     model, measured by `make bench`).
 
     A split deals the kind-sorted members out in turn, so every part gets its share of each
-    kind (a batch-norm member costs more per step than a norm-free one: the ablation's halves
-    used to finish 4 s apart) and keeps them side by side."""
+    kind (a batch-norm member costs more per step than a norm-free one: parts holding one kind
+    each would finish apart) and keeps them side by side."""
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(stack_key(cell.resolved), []).append(cell)

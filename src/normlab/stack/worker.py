@@ -27,19 +27,13 @@ from normlab.utils.process_exit import freeze_heap_for_exit
 log = logging.getLogger("normlab")
 
 
-def typed_config(resolved: dict) -> DictConfig:
-    """A resolved config dict as the typed config the schema makes of it (enums and all)."""
-    from normlab.config.schema import TrainConfig
-
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), resolved)
-
-
 def typed_configs(resolved: list[dict]) -> list[DictConfig]:
     """`typed_config` of every member's config. The whole schema merge (tens of ms) is made
     once per stack: each member is a copy of the first one's typed config whose top-level
     entries that differ (its own groups and values) are typed again on their own."""
     import copy
 
+    from normlab.config.options import type_options, typed_config
     from normlab.config.schema import TrainConfig
 
     schema = OmegaConf.structured(TrainConfig)
@@ -52,14 +46,16 @@ def typed_configs(resolved: list[dict]) -> list[DictConfig]:
                 continue
             try:
                 cfg[key] = value  # a value, or an untyped group (optimizer, model)
-            except ValidationError:  # a typed group (norm, regularizer, ...): typed anew
+            except ValidationError:  # a typed group (regularizer, ...): typed anew
                 cfg[key] = OmegaConf.merge(schema[key], value)
+        type_options(cfg)  # norm and activation: by their options' schemas
         configs.append(cfg)
     return configs
 
 
 def run_stack(spec: dict) -> int:
     """Train the spec's members that still need it; return how many trained."""
+    from normlab.paths import last_checkpoint
     from normlab.pipeline import train_members
     from normlab.stack.plan import stack_name
     from normlab.sweep import (
@@ -91,9 +87,10 @@ def run_stack(spec: dict) -> int:
         if spec["threads"] is not None:  # null (a SLURM job): the thread policy decides
             for cfg in cfgs:
                 cfg.threads = spec["threads"]
+        resumes = last_checkpoint(stack_dir).is_file()
         for run_dir in run_dirs:
             if cell_status(run_dir) == "failed":
-                archive_attempt(run_dir)
+                archive_attempt(run_dir, resumes=resumes)
         log.info("stack of %d members: %s", len(cfgs), stack_dir)
         train_members(list(cfgs), list(run_dirs), stack_dir)
     except Exception as exc:  # recorded in every member's cell, reported by `normlab.report`

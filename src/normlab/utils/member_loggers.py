@@ -10,11 +10,14 @@ and W&B run its solo run would write.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pytorch_lightning.loggers import Logger, WandbLogger
+
+SHORT_EPOCH_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
 
 
 def _per_member(value: Any, count: int) -> list | None:
@@ -36,6 +39,10 @@ class MemberLoggers(Logger):
 
     def __init__(self, member_loggers: Sequence[Sequence[Logger]]):
         super().__init__()
+        # Lightning warns when an epoch has fewer batches than log_every_n_steps, as its own
+        # self.log would then log nothing in an epoch; normlab's module logs every
+        # log_every_n_steps optimizer steps across epochs, so a short epoch loses no row
+        warnings.filterwarnings("ignore", message=SHORT_EPOCH_WARNING)
         self.member_loggers = [list(loggers) for loggers in member_loggers]
         self._unsaved: set[int] = set()
 

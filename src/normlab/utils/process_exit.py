@@ -1,7 +1,7 @@
-"""A process that imported torch spends ~0.7 s of its exit in the interpreter's final garbage
-collection (measured here: `python -c "import torch"` exits in 0.70 s, 0.18 s after
-`gc.freeze()`). Every sweep pays it in its parent and in each stack worker, after the work is
-done, so the entry points freeze the heap once their work is written."""
+"""A process that imported torch spends a large part of a second of its exit in the interpreter's
+final garbage collection, walking torch's many objects. Every sweep pays it in its parent and in
+each stack worker, after the work is done, so the entry points freeze the heap once their work
+is written (`gc.freeze()`: the final collection then skips those objects)."""
 
 from __future__ import annotations
 

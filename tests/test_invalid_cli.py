@@ -14,11 +14,6 @@ from conftest import cli_environment
 from helpers import INVALID, OUTSIDE_THE_PRECHECK, normlab
 from normlab.train import main as train_main
 
-THROUGH_THE_CLI = [
-    (args, key)
-    for index, (args, key) in enumerate(INVALID)
-    if index % 2 == 0 or any(arg.startswith(OUTSIDE_THE_PRECHECK) for arg in args)
-]
 # one line of each kind in a real process: the precheck, a Hydra group, a folder, a user's own
 # module (test_cli.py runs a sweep's line and an error inside the run in real processes too)
 IN_A_PROCESS = [
@@ -26,6 +21,13 @@ IN_A_PROCESS = [
     ["hydra/launcher=nonexistent"],
     ["paths.output_dir=/proc/forbidden"],
     ["data=custom", "data._target_=user_data.two_splits"],
+]
+THROUGH_THE_CLI = [
+    (args, key)
+    for index, (args, key) in enumerate(INVALID)
+    if index % 2 == 0
+    or any(arg.startswith(OUTSIDE_THE_PRECHECK) for arg in args)
+    or args in IN_A_PROCESS
 ]
 
 

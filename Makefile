@@ -54,10 +54,13 @@ results: $(STAMP) ## docs/results.md and the README's results tables from the la
 bench: $(STAMP) ## steps/s vs a raw PyTorch loop + sweep wall time (ARGS="--repeats 3 ...")
 	$(PY) -m normlab.bench --json outputs/bench/bench.json $(ARGS)
 
-test: $(STAMP) ## lint, then the test suite (fast tests; slow ones: make test-all)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
-	$(PY) -m pytest -q
+# a worker per core, each module on one worker (its module fixtures train once); pytest prints
+# the 15 slowest tests (pyproject.toml), then the line with the target's wall time
+test: $(STAMP) ## lint, then the test suite on every core (fast tests; slow ones: make test-all)
+	@start=$$SECONDS; status=0; \
+	$(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests \
+	&& $(PY) -m pytest -q -n auto --dist loadscope || status=$$?; \
+	echo "make test: $$((SECONDS - start)) s wall (lint and tests)"; exit $$status
 
 test-all: $(STAMP) ## every test, including the slow science checks
 	$(PY) -m pytest -q -m ''

@@ -3,10 +3,16 @@ comparison and the config-option list. Test modules import from here, never from
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import os
 import subprocess
 import sys
 import time
+import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from normlab.paths import CONFIG_DIR
@@ -139,6 +145,81 @@ def normlab(module: str, *args: str, env: dict, timeout: int = 300) -> subproces
         timeout=timeout,
         check=False,
     )
+
+
+# warnings a fresh interpreter does not print (Python's default filters, outside __main__)
+UNSHOWN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def run_in_process(
+    main: Callable[[], object], *args: str, env: dict, capture
+) -> subprocess.CompletedProcess:
+    """A console entry point `main()` run in this process as `python -m ... ARGS` would run it
+    (sys.argv, os.environ = `env`), its output read from `capture` (pytest's capfd): its exit
+    status (SystemExit's code; 1 and the traceback for an exception) and what it printed. What
+    only a fresh process would print is added: warnings its default filters show, and log
+    records before the command sets up logging (logging's last resort, stderr). The caller's
+    argv, environment, working directory, logging and heap are restored after."""
+    saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), os.getcwd()
+    saved_loggers = _logging_state()
+    capture.readouterr()  # what the test printed before: not the command's
+    logging.getLogger().handlers = []  # pytest's, which a fresh process does not have
+    sys.argv = [getattr(main, "__module__", "python"), *args]
+    os.environ.clear()
+    os.environ.update(env)
+    code, crash = 0, ""
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.resetwarnings()
+            for category in UNSHOWN_WARNINGS:
+                warnings.simplefilter("ignore", category)
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                crash = "" if isinstance(exc.code, int | None) else f"{exc.code}\n"
+            except Exception:
+                code, crash = 1, traceback.format_exc()
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        _restore_logging(saved_loggers)
+        gc.unfreeze()  # an entry point's freeze_heap_for_exit, meant for a process about to end
+    out, err = capture.readouterr()
+    printed = "".join(
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in shown
+    )
+    return subprocess.CompletedProcess(list(args), code, out, printed + err + crash)
+
+
+def _logging_state() -> dict:
+    """Every logger's handlers, level, propagation and disabled flag (a command's logging
+    set-up changes them)."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    return {
+        logger: (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+        for logger in loggers
+    }
+
+
+def _restore_logging(saved: dict) -> None:
+    """Put `_logging_state` back; close the handlers the command added."""
+    kept = {id(handler) for handlers, *_ in saved.values() for handler in handlers}
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        for handler in logger.handlers:
+            if id(handler) not in kept:
+                handler.close()
+        handlers, level, propagate, disabled = saved.get(logger, ([], logging.NOTSET, True, False))
+        logger.handlers, logger.level = handlers, level
+        logger.propagate, logger.disabled = propagate, disabled
 
 
 def start_training(env: dict, *args: str) -> subprocess.Popen:

@@ -13,7 +13,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import normlab
 from normlab.config.errors import ConfigError
 from normlab.data.datamodule import ResidentDataModule, build_datamodule
 from normlab.data.errors import DataError
@@ -127,9 +126,8 @@ def test_provenance_records_the_users_data_and_callback_code(run_training):
         assert records[key]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_custom_data_trains_as_a_stack_in_a_stacked_sweep(cli_env, tmp_path):
-    done = normlab(
-        "normlab.train",
+def test_custom_data_trains_as_a_stack_in_a_stacked_sweep(train_cli, tmp_path):
+    done = train_cli(  # the stack trains in a worker process, importing user_data itself
         "-m",
         "hydra/launcher=stacked",
         "hydra.launcher.n_jobs=1",  # one process: the two cells in one stack
@@ -137,7 +135,6 @@ def test_custom_data_trains_as_a_stack_in_a_stacked_sweep(cli_env, tmp_path):
         "data=custom",
         "data._target_=user_data.tensors",
         "trainer=debug",
-        env=cli_env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stack of 2" in done.stdout + done.stderr, done.stdout + done.stderr

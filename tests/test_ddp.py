@@ -16,21 +16,18 @@ import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import cli_environment
+from conftest import cli_environment, compose_train
 from helpers import normlab, start_training, wait_for_step
 from normlab.config.errors import ConfigError
 from normlab.config.validate import validate
 from normlab.data.batches import ResidentBatches
-from normlab.lit.ddp import gather_rank_states, rank_state
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d
 from normlab.models.member_randomness import MemberRandomness
 from normlab.models.sync_batchnorm import SyncBatchNorm1d, convert_to_sync
-from normlab.paths import CONFIG_DIR
 from normlab.pipeline import train
-from sync_bn_worker import sync_bn_rank
+from rank_checks import run_rank_checks
 
 STEPS = 30
 PARITY = [
@@ -61,33 +58,37 @@ def train_losses(run_dir: Path) -> pd.Series:
     return losses
 
 
+# two DDP cells with per-device statistics, one sweep: its seed=0 cell is the per-device parity
+# run, and the sweep itself is test_multirun_with_ddp_cpu_runs_each_cell_once's
+PER_DEVICE_SWEEP = ["-m", *PARITY, "trainer=ddp_cpu", "norm.sync=false", "seed=0,1"]
+
+
+def sweep_cells(root: Path) -> list[Path]:
+    """The cell folders of the one sweep under `root`."""
+    [sweep] = (root / "outputs" / "multirun" / "default").iterdir()
+    return [path for path in sweep.iterdir() if path.is_dir() and path.name.startswith("data=")]
+
+
 @pytest.fixture(scope="module")
-def parity_runs(tmp_path_factory, data_dir) -> dict[str, Path]:
-    """Run folders: two synced ranks (with W&B), two ranks with per-device statistics (both
-    through the CLI), one process on the global batch and one with two ghost batches."""
-    runs = {}
-    for name, overrides in {
-        "synced": ["trainer=ddp_cpu", "logger=wandb"],
-        "per_device": ["trainer=ddp_cpu", "norm.sync=false"],
-    }.items():
-        root = tmp_path_factory.mktemp(name)
-        normlab_train(*PARITY, *overrides, root=root)
-        runs[name] = only_run_dir(root)
+def parity_runs(tmp_path_factory, data_dir) -> dict:
+    """Run folders: two synced ranks (with W&B) through the CLI, two ranks with per-device
+    statistics (a cell of PER_DEVICE_SWEEP, through the CLI), one process on the global batch
+    and one with two ghost batches; and the sweep's root and log."""
+    root = tmp_path_factory.mktemp("synced")
+    normlab_train(*PARITY, "trainer=ddp_cpu", "logger=wandb", root=root)
+    runs = {"synced": only_run_dir(root)}
+    root = tmp_path_factory.mktemp("per_device")
+    done = normlab_train(*PER_DEVICE_SWEEP, root=root)
+    runs["sweep_root"], runs["sweep_log"] = root, done.stdout + done.stderr
+    [runs["per_device"]] = [
+        cell
+        for cell in sweep_cells(root)
+        if json.loads((cell / "result.json").read_text())["seed"] == 0
+    ]
     for name, overrides in {"single": [], "ghost": ["norm.ghost_batches=2"]}.items():
         root = tmp_path_factory.mktemp(name)
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[
-                    f"paths.root_dir={root}",
-                    f"paths.data_dir={data_dir}",
-                    *PARITY,
-                    "trainer=cpu",
-                    *overrides,
-                ],
-            )
         runs[name] = root / "run"
-        train(cfg, runs[name])
+        train(compose_train(root, data_dir, *PARITY, "trainer=cpu", *overrides), runs[name])
     return runs
 
 
@@ -120,6 +121,7 @@ def test_rank_zero_alone_writes_the_run_folder(parity_runs):
     run_dir = parity_runs["synced"]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["steps"] == STEPS
+    assert 0.0 <= result["test/acc"] <= 1.0  # trainer=ddp_cpu trains and tests (test_options)
     assert (result["world_size"], result["per_device_batch_size"], result["norm_sync"]) == (
         2,
         16,
@@ -130,27 +132,17 @@ def test_rank_zero_alone_writes_the_run_folder(parity_runs):
     assert json.loads((parity_runs["single"] / "result.json").read_text())["world_size"] == 1
 
 
-def test_multirun_with_ddp_cpu_runs_each_cell_once(tmp_path):
-    done = normlab_train(
-        "-m",
-        "seed=0,1",
-        "data=synthetic",
-        "trainer=ddp_cpu",
-        "trainer.max_steps=10",
-        "trainer.val_check_interval=5",
-        "trainer.log_every_n_steps=5",
-        root=tmp_path,
-    )
-    log = done.stdout + done.stderr
+def test_multirun_with_ddp_cpu_runs_each_cell_once(parity_runs):
+    log = parity_runs["sweep_log"]
     assert log.count("Launching 2 jobs") == 1  # no rank re-launched the sweep
     assert log.count("#0 :") == log.count("#1 :") == 1 and "#2 :" not in log
-    [sweep] = (tmp_path / "outputs" / "multirun" / "default").iterdir()
-    cells = [path for path in sweep.iterdir() if path.is_dir() and path.name.startswith("data=")]
+    cells = sweep_cells(parity_runs["sweep_root"])
     assert len(cells) == 2
     for cell in cells:
         assert json.loads((cell / "result.json").read_text())["status"] == "completed"
-        assert list(train_losses(cell).index) == [4, 9]
-    assert not (tmp_path / "outputs" / "runs").exists()  # no stray single-run folder from a rank
+        assert list(train_losses(cell).index) == list(range(STEPS))  # every step's row, once
+    # no stray single-run folder from a rank
+    assert not (parity_runs["sweep_root"] / "outputs" / "runs").exists()
 
 
 def test_rank_shares_partition_each_global_batch():
@@ -191,11 +183,22 @@ def test_ghost_batch_norm_normalizes_each_slice_alone():
     torch.testing.assert_close(ghost.running_mean, 0.1 * slice_means)
 
 
-def test_sync_batch_norm_over_two_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """The folder of what two spawned gloo ranks wrote (tests/rank_checks.py): one spawn, whose
+    start-up is most of its cost, for every check."""
     from lightning_fabric.plugins.environments.lightning import find_free_network_port
 
-    mp.spawn(sync_bn_rank, args=(2, find_free_network_port(), str(tmp_path)), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    out = tmp_path_factory.mktemp("two_ranks")
+    ports = [find_free_network_port()]
+    while len(ports) < 2:
+        ports += [port for port in [find_free_network_port()] if port not in ports]
+    mp.spawn(run_rank_checks, args=(2, tuple(ports), str(out)), nprocs=2)
+    return out
+
+
+def test_sync_batch_norm_over_two_ranks_equals_one_process_on_the_whole_batch(two_ranks):
+    ranks = [torch.load(two_ranks / f"rank{r}.pt") for r in range(2)]
     torch.manual_seed(0)
     x, target = torch.randn(8, 3) * 2 + 1, torch.randn(8, 3)
     x.requires_grad_()
@@ -250,75 +253,9 @@ def test_sigterm_to_rank_zero_stops_every_rank_and_the_rerun_resumes_exactly(tmp
     assert not torch.equal(ranks[0]["members"]["cpu"][0], ranks[1]["members"]["cpu"][0])
 
 
-class FakeCudaGenerator:
-    """Stands in for one rank's CUDA generator: its state is 16 bytes (as Philox's), distinct per
-    rank, and it records every state set on it."""
-
-    def __init__(self, rank: int):
-        self.state = torch.full((16,), 10 + rank, dtype=torch.uint8)
-        self.restored: list[torch.Tensor] = []
-
-    def install(self, monkeypatch) -> None:
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": self.state.clone())
-        monkeypatch.setattr(
-            torch.cuda, "set_rng_state", lambda state, device="cuda": self.restored.append(state)
-        )
-
-
-def rank_streams_round_trip(rank: int, world: int, port: int, out: str) -> None:
-    """One gloo rank: save its streams as a checkpoint does, scramble them, restore its own."""
-    import os
-
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        cuda = FakeCudaGenerator(rank)
-        cuda.install(monkeypatch)
-        randomness = MemberRandomness([7])
-        randomness.decorrelate(rank)
-        torch.rand(rank + 3, generator=randomness.generators("cpu")[0])  # streams moved on
-        torch.manual_seed(100 + rank)
-        torch.rand(rank + 3)  # the ranks' global streams are at different places
-
-        def all_gather(tensor: torch.Tensor) -> torch.Tensor:
-            rows = [torch.empty_like(tensor) for _ in range(world)]
-            dist.all_gather(rows, tensor)
-            return torch.stack(rows)
-
-        saved_cpu = torch.get_rng_state()
-        saved_member = randomness.generators("cpu")[0].get_state()
-        # a GPU run's state (the run's device decides, not what this process initialized)
-        checkpoint = gather_rank_states(randomness.state_dict(torch.device("cuda")), all_gather)
-        torch.manual_seed(0)  # a fresh process's seeding, before the checkpoint is loaded
-        fresh = MemberRandomness([7])
-        fresh.load_state_dict(rank_state(checkpoint, rank))
-        torch.save(
-            {
-                "checkpoint": checkpoint,
-                "saved_cpu": saved_cpu,
-                "restored_cpu": torch.get_rng_state(),
-                "saved_member": saved_member,
-                "restored_member": fresh.generators("cpu")[0].get_state(),
-                "saved_cuda": cuda.state,
-                "restored_cuda": cuda.restored,
-            },
-            f"{out}/rank{rank}.pt",
-        )
-    dist.destroy_process_group()
-
-
-def test_every_rank_restores_its_own_cpu_and_cuda_generators(tmp_path):
-    from lightning_fabric.plugins.environments.lightning import find_free_network_port
-
+def test_every_rank_restores_its_own_cpu_and_cuda_generators(two_ranks):
     world = 2
-    mp.spawn(
-        rank_streams_round_trip, args=(world, find_free_network_port(), str(tmp_path)), nprocs=world
-    )
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    ranks = [torch.load(two_ranks / f"streams{r}.pt", weights_only=False) for r in range(world)]
     checkpoint = ranks[0]["checkpoint"]  # what rank 0 writes
     assert len(checkpoint) == world
     for rank, seen in enumerate(ranks):

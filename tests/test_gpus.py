@@ -110,10 +110,16 @@ def test_the_device_is_described_from_the_configured_accelerator_without_startin
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: started.append(i) or "Fake GPU")
-    assert device_description("cpu").startswith("cpu: ")
-    assert started == []
-    assert device_description("gpu") == "cuda: Fake GPU x2"
-    assert device_description("auto") == "cuda: Fake GPU x2"  # Lightning's auto takes the GPU
+    # a process describes its device once: neither an earlier test's answer nor the fake GPU's
+    # may outlive this test
+    device_description.cache_clear()
+    try:
+        assert device_description("cpu").startswith("cpu: ")
+        assert started == []
+        assert device_description("gpu") == "cuda: Fake GPU x2"
+        assert device_description("auto") == "cuda: Fake GPU x2"  # Lightning's auto takes the GPU
+    finally:
+        device_description.cache_clear()
 
 
 def test_nccl_errors_abort_the_communicator_without_ending_the_process(monkeypatch):

@@ -9,7 +9,6 @@ import pytest
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 
 from conftest import TINY
-from helpers import normlab
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
 from normlab.config.precheck import compose_checked
@@ -112,9 +111,9 @@ def test_a_bad_extra_entry_fails_the_precheck_in_one_line(override, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_a_bad_extra_entry_is_one_line_and_exit_2_before_training(cli_env, tmp_path):
+def test_a_bad_extra_entry_is_one_line_and_exit_2_before_training(train_cli, tmp_path):
     override, message = BAD_EXTRAS[0]  # the CLI turns the precheck's error into one line
-    done = normlab("normlab.train", *TINY, override, f"hydra.run.dir={tmp_path}/run", env=cli_env)
+    done = train_cli(*TINY, override, f"hydra.run.dir={tmp_path}/run")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

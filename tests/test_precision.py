@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_environment
-from helpers import normlab
 from normlab.config.errors import ConfigError
 from normlab.config.validate import validate
 from normlab.pipeline import train, train_members
@@ -119,14 +117,8 @@ def test_supported_precisions_pass_validation(compose_cfg, precision):
     validate(gpu, devices_here=False)  # the precision rule, whatever GPUs this machine has
 
 
-def test_half_weights_on_the_command_line_exit_2_in_one_line(tmp_path):
-    done = normlab(
-        "normlab.train",
-        "data=synthetic",
-        "trainer.precision=bf16-true",
-        env=cli_environment(tmp_path),
-        timeout=120,
-    )
+def test_half_weights_on_the_command_line_exit_2_in_one_line(train_cli):
+    done = train_cli("data=synthetic", "trainer.precision=bf16-true")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "trainer.precision=bf16-true" in lines[0], done.stderr

@@ -1,7 +1,12 @@
-"""Reliability: resume after SIGKILL / SIGTERM, determinism, divergence, W&B outage, sweeps."""
+"""Reliability: resume after SIGKILL / SIGTERM, determinism, divergence, W&B outage, sweeps.
+
+The stopped runs are real processes (a signal ends a process); the same command run again,
+which resumes them, runs through the CLI's main() in this process, and so do most sweeps here
+(a sweep as a real process: conftest.py's tiny_sweep)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -10,20 +15,24 @@ import pytest
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from conftest import TINY
+from conftest import SHORT, TINY, TINY_SWEEP, cli_environment, compose_train
 from helpers import normlab, same_result, start_training, wait_for_step
 from normlab.config.resolvers import register_resolvers
 from normlab.pipeline import train
+from normlab.reproduce import main as reproduce_main
+from normlab.train import main as train_main
 
-# 1,500 steps of the default model on a Fashion-MNIST subset, checkpoints every 250 steps
+# 1,000 steps of the default model on synthetic data (175 steps an epoch), checkpoints every 100
+# steps: long enough to be stopped part-way, mid-epoch
 LONG = [
-    "data.train_size=20000",
-    "data.test_size=2000",
-    "trainer.max_steps=1500",
-    "trainer.val_check_interval=250",
+    "data=synthetic",
+    "data.num_samples=6000",
+    "trainer.max_steps=1000",
+    "trainer.val_check_interval=100",
     "regularizer=[dropout]",
     "threads=1",
 ]
+KILLED_AT, PREEMPTED_AT = 500, 300  # steps reached before SIGKILL, SIGTERM
 
 
 def start(run_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
@@ -31,41 +40,61 @@ def start(run_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    """The reference: the same run, never interrupted."""
+def uninterrupted(tmp_path_factory, data_dir) -> Path:
+    """The reference: the same run, never interrupted (in this process: the same numbers)."""
     root = tmp_path_factory.mktemp("reference")
-    env = dict(os.environ, NORMLAB_ROOT=str(root), WANDB_MODE="offline")
-    run_dir = root / "full"
-    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=env)
-    assert done.returncode == 0, done.stderr
-    return run_dir
+    train(compose_train(root, data_dir, *LONG), root / "full")
+    return root / "full"
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, cli_env, tmp_path):
-    run_dir = tmp_path / "killed"
-    process = start(run_dir, cli_env)
-    wait_for_step(run_dir, 750, process)
-    process.kill()  # SIGKILL: no chance to clean up
-    process.wait()
-    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=cli_env)
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> dict:
+    """Two LONG runs started at once: one SIGTERMed after PREEMPTED_AT steps, the other
+    SIGKILLed after KILLED_AT. Their folders, environment, and the SIGTERMed one's exit."""
+    root = tmp_path_factory.mktemp("stopped")
+    env = cli_environment(root)
+    killed_dir, preempted_dir = root / "killed", root / "preempted"
+    killed, preempted = start(killed_dir, env), start(preempted_dir, env)
+    try:
+        wait_for_step(preempted_dir, PREEMPTED_AT, preempted)
+        preempted.send_signal(signal.SIGTERM)
+        wait_for_step(killed_dir, KILLED_AT, killed)
+        killed.kill()  # SIGKILL: no chance to clean up
+        killed.wait()
+        _, stderr = preempted.communicate(timeout=60)
+    finally:
+        for process in (killed, preempted):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return {
+        "env": env,
+        "killed": killed_dir,
+        "preempted": preempted_dir,
+        "preempted_exit": (preempted.returncode, stderr),
+    }
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(uninterrupted, stopped, in_process):
+    run_dir = stopped["killed"]
+    args = (*LONG, f"hydra.run.dir={run_dir}")
+    done = in_process(train_main, *args, env=stopped["env"])
     assert done.returncode == 0, done.stderr
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["resumed_from_step"] >= 750
+    assert result["resumed_from_step"] >= KILLED_AT
     assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
     same_result(run_dir, uninterrupted)
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(uninterrupted, cli_env, tmp_path):
-    run_dir = tmp_path / "preempted"
-    process = start(run_dir, cli_env)
-    wait_for_step(run_dir, 500, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(uninterrupted, stopped, in_process):
+    run_dir = stopped["preempted"]
+    returncode, stderr = stopped["preempted_exit"]
+    assert returncode == 143, stderr
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "preempted"
     assert "Traceback" not in stderr
-    done = normlab("normlab.train", *LONG, f"hydra.run.dir={run_dir}", env=cli_env)
+    args = (*LONG, f"hydra.run.dir={run_dir}")
+    done = in_process(train_main, *args, env=stopped["env"])
     assert done.returncode == 0, done.stderr
     same_result(run_dir, uninterrupted)
     assert (run_dir / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
@@ -93,24 +122,19 @@ class SigtermAt(Callback):
         self._maybe_send(trainer, "epoch end")
 
 
-# 25 steps an epoch, validation (2 batches) every 10 steps, dropout draws from the RNG
-SHORT = [*TINY, "trainer.max_steps=60", "data.eval_batch_size=50", "regularizer=[dropout]"]
-
-
-def preempt_and_resume(compose_cfg, tmp_path, overrides: list[str], sigterm: SigtermAt) -> dict:
-    """Train `overrides` uninterrupted, then again with `sigterm` and once more to resume; assert
-    the resumed run ends with the uninterrupted one's result and metrics.csv. The first
-    (preempted) attempt's result."""
-    train(compose_cfg(*overrides), tmp_path / "reference")
+def preempt_and_resume(
+    compose_cfg, tmp_path, overrides: list[str], sigterm: SigtermAt, reference: Path
+) -> dict:
+    """Train `overrides` with `sigterm` and once more to resume; assert the resumed run ends
+    with the uninterrupted `reference` run's result and metrics.csv. The first (preempted)
+    attempt's result."""
     run_dir = tmp_path / "preempted"
     first = train(compose_cfg(*overrides), run_dir, [sigterm])
     assert first["status"] == "preempted"
     resumed = train(compose_cfg(*overrides), run_dir)
     assert resumed["resumed_from_step"] == first["steps"]
-    same_result(run_dir, tmp_path / "reference")
-    assert (run_dir / "metrics.csv").read_text() == (
-        tmp_path / "reference" / "metrics.csv"
-    ).read_text()
+    same_result(run_dir, reference)
+    assert (run_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
     return first
 
 
@@ -123,8 +147,10 @@ def preempt_and_resume(compose_cfg, tmp_path, overrides: list[str], sigterm: Sig
         ("train step", 24),
     ],
 )
-def test_sigterm_at_any_point_resumes_into_the_uninterrupted_run(compose_cfg, tmp_path, hook, step):
-    first = preempt_and_resume(compose_cfg, tmp_path, SHORT, SigtermAt(hook, step))
+def test_sigterm_at_any_point_resumes_into_the_uninterrupted_run(
+    compose_cfg, tmp_path, short_reference, hook, step
+):
+    first = preempt_and_resume(compose_cfg, tmp_path, SHORT, SigtermAt(hook, step), short_reference)
     assert first["steps"] < 60
 
 
@@ -132,12 +158,15 @@ def test_a_stop_at_a_logged_windows_end_keeps_its_row(compose_cfg, tmp_path):
     # validation every 20 steps, windows logged every 5: a SIGTERM after step 9 stops the run at
     # step 10, the end of a logged window, whose row must reach metrics.csv before the stop
     overrides = [*SHORT, "trainer.val_check_interval=20"]
-    first = preempt_and_resume(compose_cfg, tmp_path, overrides, SigtermAt("train step", 9))
+    train(compose_cfg(*overrides), tmp_path / "reference")
+    first = preempt_and_resume(
+        compose_cfg, tmp_path, overrides, SigtermAt("train step", 9), tmp_path / "reference"
+    )
     assert first["steps"] == 10
 
 
-def test_sigterm_during_the_last_step_lets_the_run_finish(compose_cfg, tmp_path):
-    reference = train(compose_cfg(*SHORT), tmp_path / "reference")
+def test_sigterm_during_the_last_step_lets_the_run_finish(compose_cfg, tmp_path, short_reference):
+    reference = json.loads((short_reference / "result.json").read_text())
     finished = train(compose_cfg(*SHORT), tmp_path / "run", [SigtermAt("mid-validation", 60)])
     assert finished["status"] == "completed"
     assert finished["test/acc"] == reference["test/acc"]
@@ -156,14 +185,14 @@ def test_same_config_and_seed_give_bit_identical_metrics(run_training, tmp_path)
     ).read_bytes()
 
 
-def test_reproduce_command_confirms_a_finished_run(run_training, cli_env, tmp_path):
+def test_reproduce_command_confirms_a_finished_run(run_training, cli_env, tmp_path, in_process):
     _, run_dir = run_training(*TINY)
-    done = normlab("normlab.reproduce", str(run_dir), env=cli_env)
+    done = in_process(reproduce_main, str(run_dir), env=cli_env)
     assert done.returncode == 0, done.stderr
     assert "SAME" in done.stdout
     metrics = run_dir / "metrics.csv"
     metrics.write_text(metrics.read_text().replace("0.", "0.9", 1))  # tamper with one number
-    done = normlab("normlab.reproduce", str(run_dir), env=cli_env)
+    done = in_process(reproduce_main, str(run_dir), env=cli_env)
     assert done.returncode == 1 and "DIFFERENT" in done.stdout
 
 
@@ -199,16 +228,15 @@ def cells(sweep_root: Path) -> dict[str, Path]:
     return {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}  # not report/
 
 
-def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):
-    args = ["-m", *TINY, "seed=0,1", "norm=batch,none", "name=resume_check"]
-    assert normlab("normlab.train", *args, env=cli_env).returncode == 0
-    found = cells(tmp_path / "outputs" / "multirun" / "resume_check")
+def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(tiny_sweep, tmp_path, train_cli):
+    shutil.copytree(tiny_sweep, tmp_path, dirs_exist_ok=True)  # the session's sweep, left as is
+    found = cells(tmp_path / "outputs" / "multirun" / "default")
     assert len(found) == 4
     before = {name: (p / "result.json").stat().st_mtime_ns for name, p in found.items()}
     killed, failed = sorted(found)[:2]
     (found[killed] / "result.json").unlink()  # as if killed before it finished
     (found[failed] / "result.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
-    assert normlab("normlab.train", *args, env=cli_env).returncode == 0
+    assert train_cli(*TINY_SWEEP).returncode == 0  # the same command again
     after = {name: (p / "result.json").stat().st_mtime_ns for name, p in found.items()}
     for name in found:
         status = json.loads((found[name] / "result.json").read_text())["status"]
@@ -217,11 +245,10 @@ def test_rerunning_a_sweep_runs_only_missing_or_failed_cells(cli_env, tmp_path):
     assert list((found[failed] / "attempts").glob("*/result.json"))  # the failed attempt is kept
 
 
-def test_path_overrides_leave_one_flat_folder_per_cell(cli_env, tmp_path):
+def test_path_overrides_leave_one_flat_folder_per_cell(train_cli, tmp_path):
     # a "/" in the folder name used to nest each cell under folders named after the path
     out = tmp_path / "elsewhere" / "out"
-    args = ["-m", *TINY, "seed=0,1", "name=paths_check", f"paths.output_dir={out}"]
-    done = normlab("normlab.train", *args, env=cli_env)
+    done = train_cli("-m", *TINY, "seed=0,1", "name=paths_check", f"paths.output_dir={out}")
     assert done.returncode == 0, done.stderr
     found = cells(out / "multirun" / "paths_check")
     # where files go is no part of a cell's name
@@ -256,10 +283,10 @@ LONG_COMMAND_LINE = [
 ]
 
 
-def test_a_long_command_line_keeps_cell_folder_names_short_and_stable(cli_env, tmp_path):
+def test_a_long_command_line_keeps_cell_folder_names_short_and_stable(train_cli, tmp_path):
     args = ["-m", *TINY, *LONG_COMMAND_LINE, "seed=0,1", "name=long_check"]
     assert len(",".join(sorted(LONG_COMMAND_LINE)).encode()) > 255
-    first = normlab("normlab.train", *args, env=cli_env)
+    first = train_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     found = cells(tmp_path / "outputs" / "multirun" / "long_check")
     assert len(found) == 2
@@ -269,7 +296,7 @@ def test_a_long_command_line_keeps_cell_folder_names_short_and_stable(cli_env, t
         assert name.startswith(f"seed={seed}--"), name  # the swept key, then a hash of them all
         # the full overrides stay with the cell
         assert set(LONG_COMMAND_LINE) < set(OmegaConf.load(cell / ".hydra" / "overrides.yaml"))
-    again = normlab("normlab.train", *args, env=cli_env)  # the same command finds its cells
+    again = train_cli(*args)  # the same command finds its cells
     assert again.returncode == 0, again.stderr[-2000:]
     assert cells(tmp_path / "outputs" / "multirun" / "long_check").keys() == found.keys()
     log = again.stdout + again.stderr
@@ -298,7 +325,7 @@ def test_a_cell_folder_name_is_its_overrides_when_they_fit_else_the_swept_ones_a
     assert cell_folder_name(dirname.replace("3", "4"), long, []) != cut  # other overrides
 
 
-def test_a_second_run_in_a_folder_in_use_refuses_in_one_line(cli_env, tmp_path):
+def test_a_second_run_in_a_folder_in_use_refuses_in_one_line(train_cli, tmp_path):
     from normlab.sweep import CellLock
 
     run_dir = tmp_path / "shared"
@@ -307,7 +334,7 @@ def test_a_second_run_in_a_folder_in_use_refuses_in_one_line(cli_env, tmp_path):
     first = CellLock(run_dir)  # a run in progress in this folder: this process holds its lease
     assert first.acquire()
     try:
-        done = normlab("normlab.train", *TINY, f"hydra.run.dir={run_dir}", env=cli_env)
+        done = train_cli(*TINY, f"hydra.run.dir={run_dir}")
     finally:
         first.release()
     assert done.returncode == 2, done.stdout + done.stderr
@@ -322,16 +349,8 @@ def test_a_second_run_in_a_folder_in_use_refuses_in_one_line(cli_env, tmp_path):
     assert not (run_dir / "result.json").exists()
 
 
-def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(cli_env, tmp_path):
-    done = normlab(
-        "normlab.train",
-        "-m",
-        *TINY,
-        "data=synthetic,mnist",
-        "data.download=false",
-        "name=fail_check",
-        env=cli_env,
-    )
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(train_cli, tmp_path):
+    done = train_cli("-m", *TINY, "data=synthetic,mnist", "data.download=false", "name=fail_check")
     assert done.returncode == 0, done.stderr
     statuses = {
         name: json.loads((p / "result.json").read_text())

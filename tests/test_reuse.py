@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import normlab
-from normlab.reuse import FinishedCells, reuse, reuse_if_found
+from normlab.reuse import FinishedCells, finished_cells, reuse, reuse_if_found
 
 GRID = ["-m", "data=synthetic", "trainer=debug", "threads=1"]
 
@@ -26,10 +26,16 @@ def sweep_cells(root: Path) -> dict[Path, dict[str, dict]]:
     return found
 
 
-def test_growing_a_sweep_by_a_seed_trains_only_the_new_cell(cli_env, tmp_path):
-    first = normlab("normlab.train", *GRID, "seed=0,1", env=cli_env)
+def test_growing_a_sweep_by_a_seed_trains_only_the_new_cell(train_cli, tmp_path):
+    def sweep(*args: str):
+        """`normlab-train ARGS` through main() in this process, which, as a fresh process would,
+        finds the finished cells anew (a process indexes them once: normlab.reuse)."""
+        finished_cells.cache_clear()
+        return train_cli(*GRID, *args)
+
+    first = sweep("seed=0,1")
     assert first.returncode == 0, first.stderr[-3000:]
-    grown = normlab("normlab.train", *GRID, "seed=0,1,2", env=cli_env)
+    grown = sweep("seed=0,1,2")
     assert grown.returncode == 0, grown.stderr[-3000:]
     sweeps = sweep_cells(tmp_path)
     assert len(sweeps) == 2
@@ -49,8 +55,8 @@ def test_growing_a_sweep_by_a_seed_trains_only_the_new_cell(cli_env, tmp_path):
     assert "2 of 3 cells were not trained by this sweep" in reused_section
     for result in reused.values():  # each reused cell's origin is listed
         assert f"`{result['reused_from']}`" in reused_section
-    again = normlab("normlab.train", *GRID, "seed=0,1,2", "trainer.max_steps=21", env=cli_env)
-    assert again.returncode == 0  # another budget: another config, nothing to reuse
+    again = sweep("seed=0,1,2", "trainer.max_steps=21")  # another budget: nothing to reuse
+    assert again.returncode == 0, again.stderr[-3000:]
     [third] = [c for d, c in sweep_cells(tmp_path).items() if d not in sweeps]
     assert len(third) == 3 and not [r for r in third.values() if "reused_from" in r]
 

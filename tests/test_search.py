@@ -127,7 +127,7 @@ def test_searched_momentum_is_checked_like_any_momentum(compose_cfg):
         validate(compose_cfg("hparams_search=sgd_tpe", "search.one_minus_momentum=2"))
 
 
-def test_killed_pruning_study_resumes_to_six_distinct_finished_trials(cli_env, tmp_path):
+def test_killed_pruning_study_resumes_to_six_distinct_finished_trials(cli_env, tmp_path, train_cli):
     # 4 validations per trial; after 2 trials the median pruner stops the trials that fall behind
     overrides = (
         "hydra.sweeper.n_trials=6",
@@ -159,7 +159,9 @@ def test_killed_pruning_study_resumes_to_six_distinct_finished_trials(cli_env, t
     assert len(finished_trials(killed)) == 3
     assert [t.number for t in killed.get_trials(states=(TrialState.RUNNING,))] == [3]
 
-    run_search(cli_env, *overrides)  # the same command continues the study
+    # the same command continues the study (through main() in this process)
+    done = train_cli("-m", "hparams_search=sgd_tpe", *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
 
     study = load_study(sweep)
     trials, finished = study.trials, finished_trials(study)

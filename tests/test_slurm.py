@@ -15,10 +15,11 @@ import pytest
 from lightning_fabric.plugins.environments.lightning import find_free_network_port
 from pytorch_lightning.callbacks import Callback
 
-from conftest import TINY
+from conftest import SHORT, TINY
 from helpers import same_result, wait_for_step
 from normlab.pipeline import train
 from normlab.sweep import CellLock
+from normlab.train import main as train_main
 
 FAKE_SBATCH = """#!/bin/bash
 cp "$1" "$SBATCH_CAPTURE"
@@ -27,7 +28,7 @@ exit 1
 """
 
 
-def test_slurm_launcher_renders_a_gpu_job_array_without_submitting(cli_env, tmp_path):
+def test_slurm_launcher_renders_a_gpu_job_array_without_submitting(cli_env, tmp_path, in_process):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # submitit looks for srun before it builds the job; sbatch keeps the script and refuses it
@@ -36,26 +37,18 @@ def test_slurm_launcher_renders_a_gpu_job_array_without_submitting(cli_env, tmp_
         (bin_dir / name).chmod(0o755)
     script = tmp_path / "job.sbatch"
     env = dict(cli_env, PATH=f"{bin_dir}:{os.environ['PATH']}", SBATCH_CAPTURE=str(script))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "normlab.train",
-            "-m",
-            "hydra/launcher=slurm",
-            "trainer=ddp",
-            "trainer.devices=4",
-            "trainer.num_nodes=2",
-            "data.batch_size=64",
-            "seed=0,1",
-            "hydra.launcher.partition=gpu",
-            "hydra.launcher.timeout_min=90",
-        ],
-        capture_output=True,
-        text=True,
+    done = in_process(
+        train_main,
+        "-m",
+        "hydra/launcher=slurm",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "data.batch_size=64",
+        "seed=0,1",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=90",
         env=env,
-        timeout=300,
-        check=False,
     )
     assert "dry run: not submitted" in done.stderr, done.stderr[-3000:]
     lines = script.read_text().splitlines()
@@ -250,8 +243,6 @@ BATCH_JOB = {
     "SLURM_JOB_NAME": "normlab",
     "SLURM_NODELIST": "localhost",
 }
-# 25 steps an epoch, validation every 10 steps, dropout draws from the RNG
-SHORT = [*TINY, "trainer.max_steps=60", "data.eval_batch_size=50", "regularizer=[dropout]"]
 
 
 class SignalAt(Callback):
@@ -276,10 +267,10 @@ def under_batch_job(monkeypatch, tmp_path) -> Path:
 
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_stop_signal_in_a_slurm_job_stops_requeues_and_resumes_exactly(
-    compose_cfg, tmp_path, monkeypatch, signum
+    compose_cfg, tmp_path, monkeypatch, short_reference, signum
 ):
     state = under_batch_job(monkeypatch, tmp_path)
-    reference = train(compose_cfg(*SHORT), tmp_path / "reference")
+    reference = json.loads((short_reference / "result.json").read_text())
     run_dir = tmp_path / "preempted"
     first = train(compose_cfg(*SHORT), run_dir, [SignalAt(signum, 13)])
     assert first["status"] == "preempted" and first["steps"] < 60
@@ -290,15 +281,14 @@ def test_a_stop_signal_in_a_slurm_job_stops_requeues_and_resumes_exactly(
     resumed = train(compose_cfg(*SHORT), run_dir)
     assert resumed["resumed_from_step"] == first["steps"]
     assert resumed["status"] == reference["status"] == "completed"
-    same_result(run_dir, tmp_path / "reference")
-    assert (run_dir / "metrics.csv").read_text() == (
-        tmp_path / "reference" / "metrics.csv"
-    ).read_text()
+    same_result(run_dir, short_reference)
+    assert (run_dir / "metrics.csv").read_text() == (short_reference / "metrics.csv").read_text()
 
 
-def test_a_stale_hpc_checkpoint_is_never_trained_or_tested_from(compose_cfg, tmp_path, monkeypatch):
+def test_a_stale_hpc_checkpoint_is_never_trained_or_tested_from(
+    compose_cfg, tmp_path, monkeypatch, short_reference
+):
     under_batch_job(monkeypatch, tmp_path)
-    train(compose_cfg(*SHORT), tmp_path / "reference")
     train(compose_cfg(*SHORT, "seed=1"), tmp_path / "other")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -306,7 +296,7 @@ def test_a_stale_hpc_checkpoint_is_never_trained_or_tested_from(compose_cfg, tmp
     shutil.copy(tmp_path / "other" / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt")
     result = train(compose_cfg(*SHORT), run_dir)
     assert result["resumed_from_step"] is None
-    same_result(run_dir, tmp_path / "reference")
+    same_result(run_dir, short_reference)
     assert (run_dir / "lightning-hpc-ignored" / "hpc_ckpt_1.ckpt").is_file()
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from normlab.pipeline import train, train_members
 from normlab.stack.plan import Cell, plan_stacks, solo_reason, stack_key
+from normlab.train import main as train_main
 
 # 50 steps, every one logged
 PER_STEP = [
@@ -163,50 +164,78 @@ SWEEP = [
     "hydra/launcher=stacked",
     "data=synthetic",
     "trainer=debug",
-    "trainer.max_steps=3000",  # long enough to be killed part-way
+    "trainer.max_steps=600",  # each stack is paused at its first checkpoint, then killed
     "trainer.val_check_interval=50",
     "norm=batch,none",
     "seed=0,1",
 ]
 
 
-def run_sweep(env: dict, *extra: str, background: bool = False):
-    command = [sys.executable, "-m", "normlab.train", *SWEEP, *extra]
-    if background:
-        return subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+def start_sweep(env: dict) -> subprocess.Popen:
+    """SWEEP as a real process, in a session of its own (to be killed with its workers)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "normlab.train", *SWEEP],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def cells_of(sweep_root: Path) -> dict[str, Path]:
     return {p.parent.name: p.parent for p in sweep_root.glob("outputs/multirun/*/*/*/result.json")}
 
 
-def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path, data_dir):
+def stack_workers(root: Path) -> dict[str, int]:
+    """The stack workers training under `root`: {stack name: pid}. A worker's stdout is its
+    stack's log, stacks/<stack name>.log (Linux: read from /proc)."""
+    workers = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if b"normlab.stack.worker" not in (entry / "cmdline").read_bytes():
+                continue
+            log = Path(os.readlink(entry / "fd" / "1"))
+        except OSError:  # not a process, or one that just ended
+            continue
+        if log.is_relative_to(root) and log.parent.name == "stacks":
+            workers[log.stem] = int(entry.name)
+    return workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_stacked_sweep_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path, in_process):
     from conftest import cli_environment
 
+    # the uninterrupted sweep and the rerun run through main() in this process (their stacks
+    # train in worker processes all the same); the killed one is a process group of its own
     reference = cli_environment(tmp_path / "reference")
-    done = run_sweep(reference)
+    done = in_process(train_main, *SWEEP, env=reference)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "report:" in done.stdout
     expected = cells_of(tmp_path / "reference")
     assert len(expected) == 4
 
     env = cli_environment(tmp_path / "killed")
-    process = run_sweep(env, background=True)
+    process = start_sweep(env)
     deadline = time.time() + 120
     checkpoints = "outputs/multirun/*/*/stacks/stack-*/checkpoints/*.ckpt"
-    while len(list((tmp_path / "killed").glob(checkpoints))) < 2:  # both stacks part-way
-        assert process.poll() is None and time.time() < deadline, "no stack checkpoint appeared"
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done = run_sweep(env)
+    paused: set[str] = set()
+    try:
+        # each stack's worker is paused (SIGSTOP) once its first checkpoint is written, so a
+        # worker that started sooner cannot finish while the other one is still starting
+        while len(paused) < 2:  # both stacks part-way
+            assert process.poll() is None and time.time() < deadline, "no stack checkpoint appeared"
+            written = {path.parents[1].name for path in (tmp_path / "killed").glob(checkpoints)}
+            if written - paused:
+                for stack, pid in stack_workers(tmp_path / "killed").items():
+                    if stack in written - paused:
+                        os.kill(pid, signal.SIGSTOP)
+                        paused.add(stack)
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, paused or not
+        process.wait()
+    done = in_process(train_main, *SWEEP, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = cells_of(tmp_path / "killed")
     assert resumed.keys() == expected.keys()

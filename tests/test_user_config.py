@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import normlab
 from normlab.config.errors import ConfigError
 from normlab.config.precheck import compose_checked
 from normlab.paths import CONFIG_DIR
@@ -75,13 +74,13 @@ def test_an_unknown_option_lists_the_user_folders_options_too(user_conf):
 
 
 @pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
-def test_the_command_line_trains_a_user_experiment(how, user_conf, cli_env, tmp_path):
+def test_the_command_line_trains_a_user_experiment(how, user_conf, train_cli, tmp_path):
     where = (
         ["--config-dir", str(user_conf)]
         if how == "--config-dir"
         else [f"hydra.searchpath=[file://{user_conf}]"]
     )
-    done = normlab("normlab.train", *where, "experiment=my_quick", env=cli_env)
+    done = train_cli(*where, "experiment=my_quick")  # main() parses the flag as from a shell
     assert done.returncode == 0, done.stderr
     [run_dir] = (tmp_path / "outputs" / "runs").iterdir()
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 20

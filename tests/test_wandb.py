@@ -25,6 +25,9 @@ LONG = [
 
 def test_offline_run_holds_metrics_and_resolved_config(run_training):
     result, run_dir = run_training(*TINY, "logger=wandb", "name=bn_check", "tags=[a,b]")
+    # logger=wandb trains and tests (test_options.py leaves this option to this test)
+    assert result["status"] == "completed" and result["steps"] == 20
+    assert 0.0 <= result["test/acc"] <= 1.0
     history = wandb_history(run_dir)
     assert any("train/loss" in row for row in history)
     assert any("val/acc" in row for row in history)

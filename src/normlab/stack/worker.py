@@ -6,8 +6,7 @@ before the stacks are planned, `--spec-on-stdin`, and reads its spec's path from
 submits one SLURM job array element per stack (`StackJob`, which calls `run_spec_file` in the
 job). Each member keeps a cell's life (normlab.sweep): a finished member is skipped, a member
 locked by another process is left to it, a failed attempt is archived, and a failure is
-recorded in every
-member's folder.
+recorded in every member's folder.
 """
 
 from __future__ import annotations

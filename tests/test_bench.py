@@ -33,6 +33,15 @@ def bench(tmp_path_factory):
             "5",
             "--sweep-seeds",
             "1",
+            # the two studies at a token size: every table and target, not their measurements
+            "--scaling-budget",
+            "2000",
+            "--scaling-repeats",
+            "1",
+            "--grid-seeds",
+            "2",
+            "--grid-steps",
+            "20",
             "--json",
             str(out),
         ],
@@ -76,7 +85,11 @@ def test_bench_json_holds_every_run_and_the_machine(bench):
         # a lone run gets every core; the 1-thread cases and each stack process one
         assert row["torch_threads"] == (1 if one_thread else available_cores())
     assert rows["normlab"]["service_peak_rss_mib"] > 0  # the W&B service process
-    assert len(report["targets"]) == 8 and all("met" in check for check in report["targets"])
+    # eight for the cases and sweeps, one each for the member-scaling and grid studies
+    assert len(report["targets"]) == 10 and all("met" in check for check in report["targets"])
+    targets = [check["target"] for check in report["targets"]]
+    assert any(t.startswith("member scaling") for t in targets)
+    assert any(t.startswith("8-cell grid") for t in targets)  # 2 seeds x 4 learning rates
 
 
 @pytest.mark.slow  # a real (tiny) benchmark with a 12-cell sweep: ~80 s

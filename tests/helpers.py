@@ -132,6 +132,7 @@ INVALID = [
     (["data=custom", "data._target_=user_data.empty_val"], "the val split is empty"),
     (["data=custom", "data._target_=user_data.float_labels"], "train[0] has label 2.0 (float)"),
     (["data._target_=user_data.tensors"], "read only by data=custom"),
+    (["data=digits", "data.num_features=5"], "data.num_features=5 is read only by data=synthetic"),
 ]
 
 

@@ -91,6 +91,19 @@ class DataConfig:
     )
 
 
+# the DataConfig keys only some data sets read, and which (the others would ignore them, so a
+# value set on another data set is refused: normlab.config.validate.check_data)
+DATA_KEYS_READ_BY: dict[str, tuple[str, ...]] = {
+    "_target_": ("custom",),
+    "kwargs": ("custom",),
+    "num_classes": ("synthetic", "custom"),
+    "num_samples": ("synthetic", "mnist1d"),
+    "num_features": ("synthetic",),
+    "root": ("fashion_mnist", "mnist", "cifar10", "cifar100"),
+    "mirror": ("mnist", "cifar10", "cifar100"),
+}
+
+
 @dataclass
 class ModelConfig:
     """normlab's mlp and cnn (`model` holds any network's `_target_` and arguments; a network

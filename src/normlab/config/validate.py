@@ -6,7 +6,7 @@ Each failure raises `ConfigError` with one line: the key, the value, what is wro
 from __future__ import annotations
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normlab.config.bounds import check_bounds
 from normlab.config.devices import check_devices_present
@@ -14,6 +14,7 @@ from normlab.config.distributed import check_distributed
 from normlab.config.errors import ConfigError
 from normlab.config.extras import check_extras
 from normlab.config.keys import check_config_keys
+from normlab.config.schema import DATA_KEYS_READ_BY
 from normlab.utils.ranks import per_device_batch
 from normlab.utils.wandb_run import wandb_mode
 
@@ -149,16 +150,22 @@ def check_precision(trainer: DictConfig) -> None:
 
 def check_data(data: DictConfig) -> None:
     """data=custom: its function imports, runs and gives data normlab can train on (the result
-    is kept for the run); data._target_ without data=custom would be ignored, so it is refused."""
+    is kept for the run). A key only other data sets read (data._target_ without data=custom,
+    data.num_features off synthetic, ...) would be ignored, so it is refused."""
     from normlab.data.custom import custom_source
 
-    if data.name == "custom":
-        custom_source(data)
-    elif data.get("_target_") is not None:
+    name = getattr(data.name, "value", data.name)
+    for key, readers in DATA_KEYS_READ_BY.items():
+        value = data.get(key)
+        if value in (None, {}) or name in readers:
+            continue
+        shown = value if not isinstance(value, DictConfig) else OmegaConf.to_container(value)
         raise ConfigError(
-            f"data._target_={data._target_} is read only by data=custom; add data=custom "
-            f"(now data={data.name.value})"
+            f"data.{key}={shown} is read only by data={' / data='.join(readers)}; drop it, "
+            f"or choose data={readers[0]} (now data={name})"
         )
+    if name == "custom":
+        custom_source(data)
 
 
 def validate(cfg: DictConfig, *, devices_here: bool = True) -> None:

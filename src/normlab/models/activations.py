@@ -8,19 +8,15 @@ module of yours, named by its YAML's `_target_` (docs/extending.md, "A new activ
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from normlab.config.errors import ConfigError
-from normlab.config.options import typed_settings
+from normlab.config.options import option_entry, option_settings
 from normlab.config.schema import ActivationConfig, ELUConfig, LeakyReLUConfig
-from normlab.config.targets import import_target
 
 
 class IdentityActivation(nn.Identity):
@@ -64,43 +60,13 @@ def activation_option(act_cfg: Any) -> ActivationOption:
     (`act_cfg` may also be a built-in option's name, or an option)."""
     if isinstance(act_cfg, ActivationOption):
         return act_cfg
-    target = act_cfg.get("_target_") if not isinstance(act_cfg, str) else None
-    if target:
-        return _located(str(target))
-    name = act_cfg if isinstance(act_cfg, str) else str(act_cfg.get("name"))
-    if name not in ACTIVATIONS:
-        raise ConfigError(
-            f"activation.name={name}: no such activation; normlab has {', '.join(ACTIVATIONS)} "
-            "(your own: activation._target_=<module.ENTRY>, docs/extending.md)"
-        )
-    return ACTIVATIONS[name]
-
-
-@functools.cache
-def _located(target: str) -> ActivationOption:
-    where = f"activation._target_={target}"
-    option = import_target(where, target, "package.module.ENTRY")
-    if not isinstance(option, ActivationOption):
-        raise ConfigError(
-            f"{where} is a {type(option).__name__}, not an ActivationOption "
-            '(docs/extending.md, "A new activation")'
-        )
-    return option
+    node = {"name": act_cfg} if isinstance(act_cfg, str) else act_cfg
+    return option_entry("activation", node, ACTIVATIONS, ActivationOption)
 
 
 def activation_settings(act_cfg: Any) -> DictConfig:
     """`act_cfg` typed and bounded by its option's schema (a built-in option's node already is)."""
-    option = activation_option(act_cfg)
-    typed_by = OmegaConf.get_type(act_cfg)
-    if typed_by is option.config:
-        return act_cfg
-    if dataclasses.is_dataclass(typed_by) and not act_cfg.get("_target_"):
-        name = act_cfg.get("name")
-        raise ConfigError(
-            f"activation.name={name} on the settings of another option; choose it with "
-            f"activation={name} (the group option, not its name key)"
-        )
-    return typed_settings(act_cfg, option.config, "activation")
+    return option_settings("activation", act_cfg, activation_option(act_cfg).config)
 
 
 def activation_types() -> tuple[type[nn.Module], ...]:

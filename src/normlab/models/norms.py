@@ -12,17 +12,15 @@ Your own norm is an entry in a module of yours, named by its YAML's `_target_`
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from normlab.config.errors import ConfigError
-from normlab.config.options import typed_settings
+from normlab.config.options import option_entry, option_settings
 from normlab.config.schema import (
     BatchNormConfig,
     GroupNormConfig,
@@ -30,7 +28,6 @@ from normlab.config.schema import (
     NoisyBatchNormConfig,
     NormConfig,
 )
-from normlab.config.targets import import_target
 from normlab.models import stacked_norms
 from normlab.models.ghost_batchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.models.noisy_batchnorm import NoisyBatchNorm1d, NoisyBatchNorm2d
@@ -156,42 +153,12 @@ NORMS: dict[str, NormOption] = {
 
 def norm_option(norm_cfg: Any) -> NormOption:
     """The option `norm_cfg` configures: its `_target_` (your own entry), else NORMS[name]."""
-    target = norm_cfg.get("_target_")
-    if target:
-        return _located(str(target))
-    name = str(norm_cfg.get("name"))
-    if name not in NORMS:
-        raise ConfigError(
-            f"norm.name={name}: no such norm; normlab has {', '.join(NORMS)} "
-            "(your own: norm._target_=<module.ENTRY>, docs/extending.md)"
-        )
-    return NORMS[name]
-
-
-@functools.cache
-def _located(target: str) -> NormOption:
-    option = import_target(f"norm._target_={target}", target, "package.module.ENTRY")
-    if not isinstance(option, NormOption):
-        raise ConfigError(
-            f"norm._target_={target} is a {type(option).__name__}, not a NormOption "
-            '(docs/extending.md, "A new norm")'
-        )
-    return option
+    return option_entry("norm", norm_cfg, NORMS, NormOption)
 
 
 def norm_settings(norm_cfg: Any) -> DictConfig:
     """`norm_cfg` typed and bounded by its option's schema (a built-in option's node already is)."""
-    option = norm_option(norm_cfg)
-    typed_by = OmegaConf.get_type(norm_cfg)
-    if typed_by is option.config:
-        return norm_cfg
-    if dataclasses.is_dataclass(typed_by) and not norm_cfg.get("_target_"):
-        name = norm_cfg.get("name")
-        raise ConfigError(
-            f"norm.name={name} on the settings of another option; choose it with norm={name} "
-            "(the group option, not its name key)"
-        )
-    return typed_settings(norm_cfg, option.config, "norm")
+    return option_settings("norm", norm_cfg, norm_option(norm_cfg).config)
 
 
 def build_norm(settings: Any, num_features: int, *, spatial: bool = False) -> nn.Module:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from normlab.analysis.collect import COMPLETED
+import pandas as pd
+
+from normlab.analysis.collect import COMPLETED, collect
+from normlab.analysis.plan import read_plan
 from normlab.analysis.report import SweepReport, build_report
 from normlab.analysis.report_markdown import accuracy_table
 from normlab.analysis.search import is_search
@@ -33,10 +36,12 @@ class ExperimentRun:
     """One experiment's latest finished sweep and its report."""
 
     experiment: str
-    report: SweepReport
+    sweep_dir: Path
     provenance: dict  # the provenance.json of its last cell to start
     finished: datetime
     wall_time_s: float  # first cell's start to last cell's end
+    cells: int
+    report: SweepReport | None = None  # built for the sweep chosen (drawing is the costly part)
 
     def run_line(self) -> str:
         """When, where and by what code it ran, in one line."""
@@ -44,9 +49,8 @@ class ExperimentRun:
         commit = (p.get("git_commit") or "unknown")[:10] + (
             " (dirty)" if p.get("git_dirty") else ""
         )
-        cells = len(self.report.runs)
         return (
-            f"`normlab-train -m experiment={self.experiment}`: {cells} cells, "
+            f"`normlab-train -m experiment={self.experiment}`: {self.cells} cells, "
             f"{_duration(self.wall_time_s)}, finished {self.finished:%Y-%m-%d %H:%M %Z}; "
             f"commit {commit}, torch {p.get('packages', {}).get('torch', '?')}, "
             f"cpu_kernels {p.get('cpu_kernels', '?')}, {p.get('device', '?')}"
@@ -71,35 +75,36 @@ def _started(cell_dir: Path) -> tuple[datetime, dict] | None:
 
 
 def finished_run(experiment: str, sweep_dir: Path) -> ExperimentRun | None:
-    """The sweep's report and when and where it ran, or None when a planned cell did not end
-    (or it is an Optuna search)."""
+    """When and where the sweep ran, or None when a planned cell did not end (or it is an
+    Optuna search). Its cells are read, not reported: only the chosen sweep's report is built."""
     if not (sweep_dir / "multirun.yaml").is_file() or is_search(sweep_dir):
         return None
-    report = build_report(sweep_dir)
-    runs = report.runs
-    expected = report.plan.expected_cells
+    plan = read_plan(sweep_dir)
+    runs, _ = collect(sweep_dir, plan)
     if runs.empty or not runs["status"].isin(ENDED).all():
         return None
-    if expected is not None and len(runs) < expected:
+    if plan.expected_cells is not None and len(runs) < plan.expected_cells:
         return None
     starts, ends = [], []
     latest: tuple[datetime, dict] | None = None
-    for cell in runs["cell"]:
+    for cell, wall_time in zip(runs["cell"], runs["wall_time_s"], strict=True):
         found = _started(sweep_dir / cell)
         if found is None:
             return None
         started, provenance = found
-        result = json.loads((sweep_dir / cell / "result.json").read_text())
         starts.append(started.timestamp())
-        ends.append(started.timestamp() + float(result.get("wall_time_s") or 0.0))
+        ends.append(started.timestamp() + (float(wall_time) if pd.notna(wall_time) else 0.0))
         if latest is None or started >= latest[0]:
             latest = (started, provenance)
     finished = datetime.fromtimestamp(max(ends), tz=latest[0].tzinfo)
-    return ExperimentRun(experiment, report, latest[1], finished, max(ends) - min(starts))
+    return ExperimentRun(
+        experiment, sweep_dir, latest[1], finished, max(ends) - min(starts), len(runs)
+    )
 
 
 def latest_runs(multirun_dir: Path) -> list[ExperimentRun]:
-    """Each experiment's latest finished sweep under `multirun_dir` (outputs/multirun)."""
+    """Each experiment's latest finished sweep under `multirun_dir` (outputs/multirun), with
+    its report built."""
     found: dict[str, ExperimentRun] = {}
     for experiment_dir in sorted(p for p in multirun_dir.iterdir() if p.is_dir()):
         for sweep_dir in sorted(p for p in experiment_dir.iterdir() if p.is_dir()):
@@ -109,6 +114,8 @@ def latest_runs(multirun_dir: Path) -> list[ExperimentRun]:
             best = found.get(run.experiment)
             if best is None or run.finished > best.finished:
                 found[run.experiment] = run
+    for run in found.values():
+        run.report = build_report(run.sweep_dir)
     order = {name: index for index, name in enumerate(FIRST)}
     return sorted(found.values(), key=lambda r: (order.get(r.experiment, len(FIRST)), r.experiment))
 

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from normlab.analysis.plan import SweepPlan, override_key, override_value
+from normlab.utils.nested import flatten
 
 COMPLETED = "completed"
 CELL_FILES = ("config.yaml", "result.json", "metrics.csv", ".hydra")
@@ -52,18 +53,6 @@ def cell_dirs(sweep_dir: Path) -> list[Path]:
             path,
         ),
     )
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"norm": {"name": "batch"}} -> {"norm.name": "batch"}; lists become strings."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value) if isinstance(value, (list, dict)) else value
-    return flat
 
 
 def read_result(cell_dir: Path) -> dict[str, Any]:

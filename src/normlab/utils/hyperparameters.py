@@ -15,18 +15,16 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from normlab.utils.nested import flatten
 
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}: numbers, bools and strings kept,
     anything else (a list, None) as its text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flat_config(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, bool, str)) else str(value)
-    return flat
+    return {
+        name: value if isinstance(value, (int, float, bool, str)) else str(value)
+        for name, value in flatten(config).items()
+    }
 
 
 def _tensorboard(logger: TensorBoardLogger, config: dict[str, Any]) -> None:
